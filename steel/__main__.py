@@ -1,0 +1,3 @@
+from steel.cli import main
+
+raise SystemExit(main())

