@@ -1,0 +1,436 @@
+"""Streaming readers and atomic writers for the data pipeline.
+
+Readers never load a whole file. They accept JSONL, a JSON array, Parquet and plain text, each
+optionally compressed with gzip (`.gz`) or Zstandard (`.zst`), in UTF-8 (with or without a byte
+order mark) or GBK/GB18030, with Unix or Windows line ends. A record that cannot be read (invalid
+bytes, malformed JSON, a JSON value that is not an object, a truncated last line) does not stop the
+file: it is handed to `on_bad` as a `BadRecord` naming the file and line, and reading continues.
+
+Writers write to a temporary name beside the target and rename it into place when closed without
+an error, so a crash never leaves a half-written file under the final name.
+"""
+
+import codecs
+import gzip
+import io
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+logger = logging.getLogger(__name__)
+
+ENCODING_SNIFF_BYTES = 1 << 16
+READ_CHUNK_BYTES = 1 << 20
+MAX_EXAMPLES_PER_REASON = 5
+# Encoding detection gives up above this many invalid sequences in the sniffed bytes.
+MAX_INVALID_BYTES = 4
+MAX_INVALID_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """One input record that could not be read or converted."""
+
+    path: str
+    line_no: int  # 1-based line of a text file, or 1-based row of a Parquet file
+    reason: str  # short, countable category, e.g. "malformed JSON" or "missing field 'text'"
+    detail: str = ""  # the parser's message or an excerpt of the record
+
+    def __str__(self) -> str:
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{self.path}:{self.line_no}: {self.reason}{detail}"
+
+
+@dataclass
+class BadRecordLog:
+    """Counts bad records by reason and keeps the first few of each; usable as `on_bad`."""
+
+    max_examples: int = MAX_EXAMPLES_PER_REASON
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def __call__(self, bad: BadRecord) -> None:
+        self.counts[bad.reason] += 1
+        kept = self.examples.setdefault(bad.reason, [])
+        if len(kept) < self.max_examples:
+            kept.append(str(bad))
+        logger.warning("skipped %s", bad)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def merge(self, other: "BadRecordLog") -> None:
+        self.counts.update(other.counts)
+        for reason, examples in other.examples.items():
+            kept = self.examples.setdefault(reason, [])
+            kept.extend(examples[: max(0, self.max_examples - len(kept))])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "by_reason": dict(self.counts), "examples": self.examples}
+
+
+def _log_bad(bad: BadRecord) -> None:
+    logger.warning("skipped %s", bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bytes and encodings
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """Open a file for reading bytes, decompressing `.gz` and `.zst` transparently."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    if path.suffix == ".zst":
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+    return open(path, "rb")
+
+
+def data_suffix(path: str | Path) -> str:
+    """Return the format suffix of a path without its compression suffix (`a.jsonl.gz` -> `.jsonl`)."""
+    path = Path(path)
+    if path.suffix in (".gz", ".zst"):
+        path = path.with_suffix("")
+    return path.suffix.lower()
+
+
+def detect_encoding(path: str | Path) -> str:
+    """Detect UTF-8 (with or without BOM) or GB18030 (a superset of GBK) from the start of a file.
+
+    Returns a Python codec name. Raises ValueError when the first 64 KiB has more than 4 invalid
+    sequences and more than 1% invalid bytes in both.
+    """
+    with open_binary(path) as f:
+        head = f.read(ENCODING_SNIFF_BYTES)
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ValueError(f"{path}: UTF-16 is not supported; convert the file to UTF-8 first.")
+
+    # An incremental decoder accepts a multi-byte character cut at the end of the sample. A few
+    # invalid bytes (one corrupt record) should not change the verdict, so when neither codec
+    # decodes cleanly the one with fewer replacement characters wins.
+    errors_by_encoding = {}
+    for encoding in ("utf-8", "gb18030"):
+        decoded = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head, final=False)
+        literal_replacement_chars = head.count("\ufffd".encode(encoding))
+        errors_by_encoding[encoding] = decoded.count("\ufffd") - literal_replacement_chars
+        if errors_by_encoding[encoding] == 0:
+            return encoding
+
+    encoding = min(errors_by_encoding, key=errors_by_encoding.get)
+    if errors_by_encoding[encoding] > max(MAX_INVALID_BYTES, MAX_INVALID_FRACTION * len(head)):
+        raise ValueError(
+            f"{path}: the first {len(head)} bytes are neither UTF-8 nor GBK/GB18030; "
+            "pass the encoding explicitly (--encoding NAME)."
+        )
+    return encoding
+
+
+def iter_lines(
+    path: str | Path,
+    encoding: str | None = None,
+    on_bad: Callable[[BadRecord], None] | None = None,
+) -> Iterator[tuple[int, str]]:
+    """Yield `(line_no, line)` for every line, without its line end (`\\n` or `\\r\\n`).
+
+    Lines are split on bytes before decoding, which is safe for UTF-8 and GB18030 because neither
+    uses the byte 0x0A inside a multi-byte character. A line with invalid bytes is reported to
+    `on_bad` and skipped, and the rest of the file is still read. Blank lines are yielded too.
+    """
+    on_bad = on_bad or _log_bad
+    encoding = encoding or detect_encoding(path)
+    with open_binary(path) as f:
+        for line_no, raw in enumerate(_iter_byte_lines(f), start=1):
+            if line_no == 1 and encoding == "utf-8-sig":
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            raw = raw.removesuffix(b"\r")
+            try:
+                yield line_no, raw.decode("utf-8" if encoding == "utf-8-sig" else encoding)
+            except UnicodeDecodeError as error:
+                on_bad(BadRecord(str(path), line_no, f"invalid {encoding} bytes", str(error)))
+
+
+def _iter_byte_lines(f: IO[bytes]) -> Iterator[bytes]:
+    # Chunked splitting works for every stream, including Zstandard readers without readline().
+    pieces: list[bytes] = []
+    while chunk := f.read(READ_CHUNK_BYTES):
+        lines = chunk.split(b"\n")
+        if len(lines) == 1:
+            pieces.append(chunk)
+            continue
+        lines[0] = b"".join(pieces) + lines[0]
+        pieces = [lines.pop()]
+        yield from lines
+    tail = b"".join(pieces)
+    if tail:
+        yield tail
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+def iter_records(
+    path: str | Path,
+    encoding: str | None = None,
+    on_bad: Callable[[BadRecord], None] | None = None,
+    columns: list[str] | None = None,
+) -> Iterator[tuple[int, dict]]:
+    """Yield `(line_no, record)` for every JSON object in a JSONL, JSON-array or Parquet file.
+
+    The format is chosen by content, not by name, for JSON: a file whose first non-blank character
+    is `[` is read as one JSON array, anything else as JSON Lines (several corpora publish JSONL
+    under a `.json` name). Parquet is chosen by the `.parquet` suffix; `columns` limits what is read
+    there. Bad records go to `on_bad` (default: a logged warning) and reading continues.
+    """
+    on_bad = on_bad or _log_bad
+    if data_suffix(path) == ".parquet":
+        yield from iter_parquet(path, columns=columns)
+        return
+
+    encoding = encoding or detect_encoding(path)
+    if _first_non_blank_char(path, encoding) == "[":
+        yield from iter_json_array(path, encoding=encoding, on_bad=on_bad)
+    else:
+        yield from iter_jsonl(path, encoding=encoding, on_bad=on_bad)
+
+
+def _first_non_blank_char(path: str | Path, encoding: str) -> str:
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    with open_binary(path) as f:
+        while chunk := f.read(4096):
+            text = decoder.decode(chunk).lstrip("\ufeff \t\r\n")
+            if text:
+                return text[0]
+    return ""
+
+
+def iter_jsonl(
+    path: str | Path,
+    encoding: str | None = None,
+    on_bad: Callable[[BadRecord], None] | None = None,
+) -> Iterator[tuple[int, dict]]:
+    """Yield `(line_no, record)` for every JSON object line; blank lines are skipped."""
+    on_bad = on_bad or _log_bad
+    pending: tuple[int, str] | None = None
+
+    # One line of look-ahead shows whether a malformed line is the last one (a truncated write).
+    for line_no, line in iter_lines(path, encoding=encoding, on_bad=on_bad):
+        if pending is not None:
+            yield from _parse_json_line(path, *pending, is_last=False, on_bad=on_bad)
+        pending = (line_no, line) if line.strip() else None
+    if pending is not None:
+        yield from _parse_json_line(path, *pending, is_last=True, on_bad=on_bad)
+
+
+def _parse_json_line(path, line_no: int, line: str, is_last: bool, on_bad) -> Iterator[tuple[int, dict]]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        reason = "truncated last line" if is_last else "malformed JSON"
+        on_bad(BadRecord(str(path), line_no, reason, f"{error.msg} at column {error.colno}"))
+        return
+    if not isinstance(record, dict):
+        on_bad(BadRecord(str(path), line_no, "not a JSON object", f"got {type(record).__name__}"))
+        return
+    yield line_no, record
+
+
+def iter_json_array(
+    path: str | Path,
+    encoding: str | None = None,
+    on_bad: Callable[[BadRecord], None] | None = None,
+) -> Iterator[tuple[int, dict]]:
+    """Yield `(line_no, element)` for each object of a top-level JSON array, streaming.
+
+    `line_no` is the line where the element starts. After a malformed element the reader resumes
+    at the next line that starts with `{` at the same indentation, so pretty-printed arrays
+    recover. The skipped span is reported as one bad record. A malformed element of a one-line
+    array ends the file, reported as a truncated array.
+    """
+    on_bad = on_bad or _log_bad
+    encoding = encoding or detect_encoding(path)
+    with open_binary(path) as f:
+        yield from _JsonArrayReader(f, str(path), encoding, on_bad)
+
+
+class _JsonArrayReader:
+    """Incremental parser of a top-level JSON array over a decoded text buffer."""
+
+    # NOTE: invalid bytes inside a JSON array become U+FFFD rather than a bad record, because the
+    # array is decoded in chunks and a chunk has no record boundary to attribute the error to.
+
+    def __init__(self, f: IO[bytes], path: str, encoding: str, on_bad: Callable[[BadRecord], None]):
+        self.f = f
+        self.path = path
+        self.on_bad = on_bad
+        self.text_decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        self.json_decoder = json.JSONDecoder()
+        self.buffer = ""
+        self.buffer_line_no = 1  # line number of buffer[0]
+        self.at_eof = False
+        self.column = 0  # column of buffer[0], the indentation of the element being parsed
+
+    def fill(self, min_chars: int) -> bool:
+        while not self.at_eof and len(self.buffer) < min_chars:
+            chunk = self.f.read(READ_CHUNK_BYTES)
+            self.buffer += self.text_decoder.decode(chunk, final=not chunk)
+            self.at_eof = not chunk
+        return len(self.buffer) >= min_chars
+
+    def skip_blank(self, pos: int) -> int:
+        while True:
+            while pos < len(self.buffer) and self.buffer[pos] in "\ufeff \t\r\n":
+                pos += 1
+            if pos < len(self.buffer) or not self.fill(len(self.buffer) + 1):
+                return pos
+
+    def consume(self, pos: int) -> None:
+        self.column = pos - (self.buffer.rfind("\n", 0, pos) + 1)
+        self.buffer_line_no += self.buffer.count("\n", 0, pos)
+        self.buffer = self.buffer[pos:]
+
+    def report(self, reason: str, detail: str) -> None:
+        self.on_bad(BadRecord(self.path, self.buffer_line_no, reason, detail))
+
+    def __iter__(self) -> Iterator[tuple[int, dict]]:
+        self.fill(READ_CHUNK_BYTES)
+        pos = self.skip_blank(0)
+        if pos >= len(self.buffer) or self.buffer[pos] != "[":
+            self.report("not a JSON array", "the file does not start with '['")
+            return
+        pos += 1
+
+        while True:
+            pos = self.skip_blank(pos)
+            if pos < len(self.buffer) and self.buffer[pos] == ",":
+                pos = self.skip_blank(pos + 1)
+            self.consume(pos)
+            if not self.buffer:
+                self.report("truncated JSON array", "the file ends before the closing ']'")
+                return
+            if self.buffer[0] == "]":
+                return
+
+            element, pos = self.decode_element()
+            if element is _MALFORMED:
+                resume = self.next_object_start()
+                if resume is None:
+                    self.report("truncated JSON array", "the last element is incomplete")
+                    return
+                self.report("malformed JSON", "could not parse the array element that starts here")
+                pos = resume
+            elif not isinstance(element, dict):
+                self.report("not a JSON object", f"got {type(element).__name__}")
+            else:
+                yield self.buffer_line_no, element
+
+    def decode_element(self) -> tuple[Any, int]:
+        # Grow the buffer geometrically until the element parses or the file ends, so a long
+        # element costs O(n log n) rather than one re-parse per chunk.
+        while True:
+            try:
+                return self.json_decoder.raw_decode(self.buffer, 0)
+            except json.JSONDecodeError:
+                if self.at_eof:
+                    return _MALFORMED, 0
+                self.fill(max(2 * len(self.buffer), len(self.buffer) + READ_CHUNK_BYTES))
+
+    def next_object_start(self) -> int | None:
+        pos = self.buffer.find("\n")
+        while True:
+            while pos != -1:
+                indent_end = pos + 1
+                while indent_end < len(self.buffer) and self.buffer[indent_end] in " \t\r":
+                    indent_end += 1
+                is_object = indent_end < len(self.buffer) and self.buffer[indent_end] == "{"
+                if is_object and indent_end - pos - 1 == self.column:
+                    return indent_end
+                if indent_end == len(self.buffer) and not self.at_eof:
+                    break  # the indentation may continue in the next chunk
+                pos = self.buffer.find("\n", pos + 1)
+            searched = len(self.buffer) if pos == -1 else pos
+            if not self.fill(len(self.buffer) + READ_CHUNK_BYTES):
+                return None
+            pos = self.buffer.find("\n", searched)
+
+
+_MALFORMED = object()
+
+
+def iter_parquet(path: str | Path, columns: list[str] | None = None, batch_size: int = 1024) -> Iterator[tuple[int, dict]]:
+    """Yield `(row_no, row)` for every row of a Parquet file, one record batch in memory at a time."""
+    import pyarrow.parquet as pq
+
+    parquet_file = pq.ParquetFile(path)
+    row_no = 0
+    for batch in parquet_file.iter_batches(batch_size=batch_size, columns=columns):
+        for row in batch.to_pylist():
+            row_no += 1
+            yield row_no, row
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` and rename it to `path` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    temp_path = Path(temp_name)
+    try:
+        yield temp_path
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+
+
+class JsonlWriter:
+    """Writes one JSON object per line (UTF-8, non-ASCII kept as is) and counts them."""
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+        self.num_records = 0
+
+    def write(self, record: dict) -> None:
+        self._stream.write(json.dumps(record, ensure_ascii=False))
+        self._stream.write("\n")
+        self.num_records += 1
+
+
+@contextmanager
+def open_output(path: str | Path, compresslevel: int | None = None) -> Iterator[JsonlWriter]:
+    """Open a JSONL file for writing, compressed by suffix (`.gz`, `.zst`), renamed into place on success."""
+    path = Path(path)
+    with atomic_path(path) as temp_path:
+        if path.suffix == ".gz":
+            raw = gzip.open(temp_path, "wb", compresslevel=compresslevel or 6)
+        elif path.suffix == ".zst":
+            file = open(temp_path, "wb")
+            raw = zstandard.ZstdCompressor(level=compresslevel or 3).stream_writer(file, closefd=True)
+        else:
+            raw = open(temp_path, "wb")
+        with io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as stream:
+            yield JsonlWriter(stream)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write `obj` as indented UTF-8 JSON, atomically."""
+    with atomic_path(path) as temp_path:
+        temp_path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

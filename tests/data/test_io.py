@@ -1,0 +1,166 @@
+import gzip
+import json
+
+import pytest
+import zstandard
+
+from steel.data.io import (
+    BadRecordLog,
+    detect_encoding,
+    iter_json_array,
+    iter_lines,
+    iter_records,
+    open_output,
+    write_json,
+)
+
+RECORDS = [{"text": "你好，世界"}, {"text": "第二行 second line"}, {"text": "三"}]
+
+
+def _jsonl_bytes(records, encoding="utf-8", line_end="\n"):
+    return "".join(json.dumps(r, ensure_ascii=False) + line_end for r in records).encode(encoding)
+
+
+def _read(path, **kwargs):
+    log = BadRecordLog()
+    records = list(iter_records(path, on_bad=log, **kwargs))
+    return records, log
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("plain.jsonl", _jsonl_bytes(RECORDS)),
+        ("bom.jsonl", b"\xef\xbb\xbf" + _jsonl_bytes(RECORDS)),
+        ("crlf.jsonl", _jsonl_bytes(RECORDS, line_end="\r\n")),
+        ("gbk.jsonl", _jsonl_bytes(RECORDS, encoding="gbk")),
+        ("gb18030.jsonl", _jsonl_bytes(RECORDS + [{"text": "𠀀扩展字符"}], encoding="gb18030")[: -len(b"\n")]),
+    ],
+)
+def test_iter_records_encodings(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    records, log = _read(path)
+    expected = RECORDS + ([{"text": "𠀀扩展字符"}] if "18030" in name else [])
+    assert [r for _, r in records] == expected
+    assert [n for n, _ in records] == list(range(1, len(expected) + 1))
+    assert log.total == 0
+
+
+def test_detect_encoding_names(tmp_path):
+    cases = {"a": (b"\xef\xbb\xbf{}", "utf-8-sig"), "b": ("中文".encode(), "utf-8"), "c": ("中文".encode("gbk"), "gb18030")}
+    for name, (data, expected) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert detect_encoding(tmp_path / name) == expected
+
+
+def test_detect_encoding_rejects_binary(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"\xff\xff\xff\xff\x80\x80")
+    with pytest.raises(ValueError, match="--encoding"):
+        detect_encoding(path)
+
+
+def test_compressed_inputs(tmp_path):
+    data = _jsonl_bytes(RECORDS)
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(data))
+    (tmp_path / "a.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+    for name in ("a.jsonl.gz", "a.jsonl.zst"):
+        records, log = _read(tmp_path / name)
+        assert [r for _, r in records] == RECORDS
+        assert log.total == 0
+
+
+def test_malformed_and_truncated_lines(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    lines = ['{"text": "一"}', '{"text": "二"', "", "[1, 2]", "\xff", '{"text": "三"}', '{"text": "四']
+    data = "\n".join(lines).encode().replace("\xff".encode(), b"\xff")
+    path.write_bytes(data)
+    records, log = _read(path)
+    assert [(n, r["text"]) for n, r in records] == [(1, "一"), (6, "三")]
+    assert log.counts == {"malformed JSON": 1, "not a JSON object": 1, "invalid utf-8 bytes": 1, "truncated last line": 1}
+    assert any(example.startswith(f"{path}:2: malformed JSON") for example in log.examples["malformed JSON"])
+    assert log.examples["truncated last line"][0].startswith(f"{path}:7:")
+
+
+def test_blank_last_line_is_not_bad(tmp_path):
+    path = tmp_path / "blank.jsonl"
+    path.write_bytes(_jsonl_bytes(RECORDS) + b"\n  \n")
+    records, log = _read(path)
+    assert len(records) == 3
+    assert log.total == 0
+
+
+def test_json_array_streams_with_line_numbers(tmp_path, monkeypatch):
+    import steel.data.io as data_io
+
+    monkeypatch.setattr(data_io, "READ_CHUNK_BYTES", 7)  # force elements to span many chunks
+    path = tmp_path / "array.json"
+    path.write_text("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False, indent=2) for r in RECORDS) + "\n]\n")
+    records, log = _read(path)
+    assert [r for _, r in records] == RECORDS
+    assert [n for n, _ in records] == [2, 5, 8]
+    assert log.total == 0
+
+
+def test_json_array_recovers_after_malformed_element(tmp_path):
+    path = tmp_path / "array.json"
+    path.write_text('[\n  {"text": "一"},\n  {"text": "二" "oops"},\n  {"text": "三", "x": {\n  "y": 1}}\n]\n')
+    records, log = _read(path)
+    assert [r["text"] for _, r in records] == ["一", "三"]
+    assert log.counts == {"malformed JSON": 1}
+    assert log.examples["malformed JSON"][0].startswith(f"{path}:3:")
+
+
+def test_json_array_truncated(tmp_path):
+    path = tmp_path / "array.json"
+    path.write_text('[{"text": "一"}, {"text": "二"}, {"text": "三')
+    records, log = _read(path)
+    assert [r["text"] for _, r in records] == ["一", "二"]
+    assert log.counts == {"truncated JSON array": 1}
+
+
+def test_json_array_gbk(tmp_path):
+    path = tmp_path / "array.json"
+    path.write_bytes(json.dumps(RECORDS, ensure_ascii=False).encode("gbk"))
+    assert [r for _, r in iter_json_array(path)] == RECORDS
+
+
+def test_iter_lines_crlf_and_bom(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"\xef\xbb\xbf\xe4\xb8\x80\r\n\r\nb\r\n")
+    assert list(iter_lines(path)) == [(1, "一"), (2, ""), (3, "b")]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".jsonl.zst"])
+def test_open_output_round_trip(tmp_path, suffix):
+    path = tmp_path / "out" / f"shard{suffix}"
+    with open_output(path) as writer:
+        for record in RECORDS:
+            writer.write(record)
+    assert writer.num_records == 3
+    assert [r for _, r in iter_records(path)] == RECORDS
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_open_output_leaves_nothing_on_error(tmp_path):
+    path = tmp_path / "shard.jsonl"
+    with pytest.raises(RuntimeError):
+        with open_output(path) as writer:
+            writer.write(RECORDS[0])
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_json_atomic(tmp_path):
+    write_json(tmp_path / "summary.json", {"数": 1})
+    assert json.loads((tmp_path / "summary.json").read_text(encoding="utf-8")) == {"数": 1}
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_real_samples_read_cleanly(shared_dir):
+    samples = shared_dir / "data" / "steel-samples"
+    for path in sorted(samples.iterdir()):
+        records, log = _read(path)
+        assert log.total == 0, path
+        assert len(records) >= 250, path
