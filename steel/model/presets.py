@@ -1,0 +1,93 @@
+"""Named Steel configurations.
+
+`steel-1b` is the released Steel-LLM configuration. The small presets train on a CPU; their
+`vocab_size` is a placeholder that callers replace with their tokenizer's `vocab_size`.
+"""
+
+from steel.model.modeling_steel import SteelConfig
+
+PRESETS: dict[str, dict] = {
+    # The released Steel-LLM: 1,122,922,770 parameters, faithful (non-causal) Soft MoE.
+    "steel-1b": dict(
+        vocab_size=151936,
+        hidden_size=1792,
+        intermediate_size=1792,
+        num_hidden_layers=18,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=2048,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        ffn_type="soft_moe",
+        expert_type="double_swiglu",
+        n_experts=6,
+        slots_per_expert=1,
+        mlp_div_ratio=4,
+    ),
+    # The released shape with the causal Soft MoE, for new pretraining runs.
+    "steel-1b-causal": dict(
+        vocab_size=151936,
+        hidden_size=1792,
+        intermediate_size=1792,
+        num_hidden_layers=18,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=2048,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        ffn_type="soft_moe_causal",
+        expert_type="double_swiglu",
+        n_experts=6,
+        slots_per_expert=1,
+        mlp_div_ratio=4,
+    ),
+    # About 1M parameters at vocab 2048: unit tests and smoke runs.
+    "steel-tiny": dict(
+        vocab_size=2048,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_theta=10_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        ffn_type="soft_moe_causal",
+        expert_type="double_swiglu",
+        n_experts=4,
+        slots_per_expert=1,
+        mlp_div_ratio=4,
+    ),
+    # About 6M parameters at vocab 8192: the CPU demo model.
+    "steel-small": dict(
+        vocab_size=8192,
+        hidden_size=192,
+        intermediate_size=512,
+        num_hidden_layers=6,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rope_theta=10_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        ffn_type="soft_moe_causal",
+        expert_type="double_swiglu",
+        n_experts=4,
+        slots_per_expert=1,
+        mlp_div_ratio=4,
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> SteelConfig:
+    """Return the SteelConfig of a named preset, with `overrides` (e.g. `vocab_size=...`) applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+    return SteelConfig(**{**PRESETS[name], **overrides})
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
