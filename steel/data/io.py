@@ -63,7 +63,7 @@ class BadRecordLog:
         kept = self.examples.setdefault(bad.reason, [])
         if len(kept) < self.max_examples:
             kept.append(str(bad))
-        logger.warning("skipped %s", bad)
+            logger.warning("skipped %s", bad)  # only the first few of each reason, to keep logs readable
 
     @property
     def total(self) -> int:
@@ -375,6 +375,11 @@ def iter_parquet(path: str | Path, columns: list[str] | None = None, batch_size:
     import pyarrow.parquet as pq
 
     parquet_file = pq.ParquetFile(path)
+    if columns is not None:
+        # Absent columns are left out rather than failing the read, so that each row reaches the
+        # adapter, whose error then names the missing field and lists the fields present.
+        present = set(parquet_file.schema_arrow.names)
+        columns = [name for name in columns if name in present] or None
     row_no = 0
     for batch in parquet_file.iter_batches(batch_size=batch_size, columns=columns):
         for row in batch.to_pylist():
@@ -394,11 +399,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     temp_path = Path(temp_name)
+    os.chmod(temp_path, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the usual file mode
     try:
         yield temp_path
         os.replace(temp_path, path)
     finally:
         temp_path.unlink(missing_ok=True)
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 class JsonlWriter:
