@@ -75,9 +75,12 @@ class RecordContext:
     path: Path
     line_no: int
     options: ReadOptions
+    index_on_line: int = 0  # earlier records that start on the same line (one-line JSON arrays)
 
     def default_id(self) -> str:
-        return f"{self.source}:{self.path.name}:{self.line_no}"
+        """Return `source:file:line`, with `.N` for the N-th record (N >= 2) starting on one line."""
+        suffix = f".{self.index_on_line + 1}" if self.index_on_line else ""
+        return f"{self.source}:{self.path.name}:{self.line_no}{suffix}"
 
 
 class SourceAdapter:
@@ -100,8 +103,11 @@ class SourceAdapter:
         """Yield the Steel records of one work unit, reporting what it does not yield to `log`."""
         on_bad = log.bad
         for path in unit:
+            previous_line_no, index_on_line = 0, 0
             for line_no, raw in iter_records(path, encoding=options.encoding, on_bad=on_bad, columns=self.columns):
-                context = RecordContext(self.name, path, line_no, options)
+                index_on_line = index_on_line + 1 if line_no == previous_line_no else 0
+                previous_line_no = line_no
+                context = RecordContext(self.name, path, line_no, options, index_on_line)
                 try:
                     records = list(self.convert(raw, context))
                 except RecordError as error:
@@ -121,7 +127,7 @@ class SourceAdapter:
 # ---------------------------------------------------------------------------------------------
 # Registry
 
-_REGISTRY: dict[str, SourceAdapter] = {}
+_REGISTRY: dict[str, SourceAdapter] = {}  # in registration order within each module
 
 
 def register(cls: type[SourceAdapter]) -> type[SourceAdapter]:
@@ -138,8 +144,11 @@ def _load_adapters() -> None:
 
 
 def list_adapters() -> list[SourceAdapter]:
+    """Return every adapter, in the order of ADAPTER_MODULES and of definition within a module."""
     _load_adapters()
-    return list(_REGISTRY.values())
+    module_rank = {module: rank for rank, module in enumerate(ADAPTER_MODULES)}
+    adapters = list(_REGISTRY.values())
+    return sorted(adapters, key=lambda adapter: module_rank.get(type(adapter).__module__, len(module_rank)))
 
 
 def get_adapter(name: str) -> SourceAdapter:

