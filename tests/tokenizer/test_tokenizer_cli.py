@@ -1,0 +1,43 @@
+import json
+import subprocess
+import sys
+
+from steel.cli import main
+
+
+def test_encode_prints_json_ids(capsys):
+    assert main(["tokenizer", "encode", "--tokenizer", "qwen", "你好，世界"]) == 0
+    ids = json.loads(capsys.readouterr().out)
+    assert ids == [108386, 3837, 99489]
+
+
+def test_encode_special_only_when_allowed(capsys):
+    main(["tokenizer", "encode", "<|im_end|>"])
+    assert 151645 not in json.loads(capsys.readouterr().out)
+    main(["tokenizer", "encode", "--allow-special", "<|im_end|>"])
+    assert json.loads(capsys.readouterr().out) == [151645]
+
+
+def test_decode_prints_text(capsys):
+    assert main(["tokenizer", "decode", "--tokenizer", "qwen", "108386", "3837", "99489"]) == 0
+    assert capsys.readouterr().out == "你好，世界\n"
+    assert main(["tokenizer", "decode", "[108386, 3837]"]) == 0
+    assert capsys.readouterr().out == "你好，\n"
+
+
+def test_decode_rejects_bad_ids():
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "tokenizer", "decode", "12", "abc"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "invalid token ids" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_export_writes_hf_directory(tmp_path, capsys):
+    assert main(["tokenizer", "export", "qwen", str(tmp_path / "qwen")]) == 0
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+        assert (tmp_path / "qwen" / name).is_file(), name
+    config = json.loads((tmp_path / "qwen" / "tokenizer_config.json").read_text())
+    assert config["eos_token"] == "<|im_end|>"
+    assert config["pad_token"] == "<|endoftext|>"
