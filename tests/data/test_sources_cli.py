@@ -107,7 +107,7 @@ def test_convert_rejects_existing_output(tmp_path):
     output = tmp_path / "out"
     argv = ["data", "convert", "--source", "skypile", str(FIXTURES / "skypile.jsonl"), "--output", str(output)]
     assert main(argv) == 0
-    with pytest.raises(SystemExit, match="already holds a conversion"):
+    with pytest.raises(SystemExit, match="already contains a conversion"):
         main(argv)
 
 

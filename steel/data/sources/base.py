@@ -45,7 +45,7 @@ class ReadOptions:
 
 @dataclass
 class ConversionLog:
-    """What a conversion did not write: bad records (unreadable or invalid) and records skipped on purpose."""
+    """Record of what a conversion did not write: bad records (unreadable or invalid) and deliberate skips."""
 
     bad: BadRecordLog = field(default_factory=BadRecordLog)
     skipped: Counter = field(default_factory=Counter)  # reason -> count, e.g. duplicates, other languages
@@ -69,7 +69,7 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class RecordContext:
-    """Where a raw record came from, for ids and error messages."""
+    """Origin of a raw record (source, file, line), used for ids and error messages."""
 
     source: str
     path: Path

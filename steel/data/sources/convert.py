@@ -3,7 +3,7 @@
 Each work unit (usually one input file) is read by its adapter and written to its own shards,
 `{source}-{unit:05d}-{part:04d}.jsonl[.gz|.zst]`, so units never share a file and a crash leaves
 only whole shards behind. Records whose `split` is `heldout` go to `heldout/` instead, so that a
-later stage reading the output directory's shards never sees evaluation data by accident.
+later stage reading the output directory's shards never reads evaluation data by accident.
 `summary.json` records the inputs, the shards with their record counts, and every bad or skipped
 record by reason, with examples naming file and line.
 """
@@ -100,7 +100,7 @@ def convert_unit(config: ConvertConfig, unit_index: int, unit: tuple[Path, ...])
     ):
         for record in adapter.read(unit, config.options, log):
             if config.language is not None:
-                language = detect_language(record["text"])
+                language = detect_language(_language_text(record))
                 if language != config.language:
                     log.skip(f"language is {language}, not {config.language}")
                     continue
@@ -125,11 +125,18 @@ def convert_unit(config: ConvertConfig, unit_index: int, unit: tuple[Path, ...])
     }
 
 
+def _language_text(record: dict) -> str:
+    # Dialogue is judged by its turns, without the role labels of the plain-text rendering.
+    if "messages" in record:
+        return "\n".join(message["content"] for message in record["messages"])
+    return record["text"]
+
+
 def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = True) -> dict[str, Any]:
     """Convert `inputs` (or the adapter's embedded files when empty) and write `summary.json`.
 
     Returns the summary. Raises ValueError for an unknown source, missing inputs or an output
-    directory that already holds a conversion.
+    directory that already contains a conversion.
     """
     adapter = get_adapter(config.source)
     inputs = [Path(path) for path in inputs] or adapter.default_inputs()
@@ -139,7 +146,7 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
     if missing:
         raise ValueError(f"input file not found: {', '.join(missing)}")
     if (config.output_dir / SUMMARY_NAME).exists():
-        raise ValueError(f"{config.output_dir} already holds a conversion ({SUMMARY_NAME}); choose a new --output")
+        raise ValueError(f"{config.output_dir} already contains a conversion ({SUMMARY_NAME}); choose another --output directory")
 
     units = adapter.work_units(inputs)
     num_workers = min(config.num_workers or os.cpu_count() or 1, len(units))

@@ -174,12 +174,12 @@ def load_reviews(
 
 
 def train_reviews() -> list[Review]:
-    """The reviews that training data (pretraining and SFT) may use."""
+    """Return the reviews that training data (pretraining and SFT) may use."""
     return [review for review in load_reviews().reviews if review.split == "train"]
 
 
 def heldout_reviews() -> list[Review]:
-    """The reviews kept for evaluation only; no training data may contain them."""
+    """Return the reviews kept for evaluation only; no training data may contain them."""
     return [review for review in load_reviews().reviews if review.split == "heldout"]
 
 
