@@ -150,16 +150,27 @@ def iter_lines(
     `on_bad` and skipped, and the rest of the file is still read. Blank lines are yielded too.
     """
     on_bad = on_bad or _log_bad
-    encoding = encoding or detect_encoding(path)
+    encoding = check_line_encoding(encoding) if encoding else detect_encoding(path)
     with open_binary(path) as f:
         for line_no, raw in enumerate(_iter_byte_lines(f), start=1):
-            if line_no == 1 and encoding == "utf-8-sig":
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            raw = raw.removesuffix(b"\r")
             try:
-                yield line_no, raw.decode("utf-8" if encoding == "utf-8-sig" else encoding)
+                line = raw.removesuffix(b"\r").decode(encoding)
             except UnicodeDecodeError as error:
                 on_bad(BadRecord(str(path), line_no, f"invalid {encoding} bytes", str(error)))
+                continue
+            # A byte order mark is dropped even when the caller named plain "utf-8".
+            yield line_no, line.removeprefix("\ufeff") if line_no == 1 else line
+
+
+def check_line_encoding(encoding: str) -> str:
+    """Return `encoding` if lines of it can be split on the byte 0x0A, else raise ValueError."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r}; use a Python codec name such as utf-8 or gbk") from None
+    if name.startswith(("utf-16", "utf-32")):
+        raise ValueError(f"encoding {encoding!r} is not supported; convert the file to UTF-8 first")
+    return encoding
 
 
 def _iter_byte_lines(f: IO[bytes]) -> Iterator[bytes]:
@@ -200,7 +211,7 @@ def iter_records(
         yield from iter_parquet(path, columns=columns)
         return
 
-    encoding = encoding or detect_encoding(path)
+    encoding = check_line_encoding(encoding) if encoding else detect_encoding(path)
     if _first_non_blank_char(path, encoding) == "[":
         yield from iter_json_array(path, encoding=encoding, on_bad=on_bad)
     else:
@@ -261,7 +272,7 @@ def iter_json_array(
     array ends the file, reported as a truncated array.
     """
     on_bad = on_bad or _log_bad
-    encoding = encoding or detect_encoding(path)
+    encoding = check_line_encoding(encoding) if encoding else detect_encoding(path)
     with open_binary(path) as f:
         yield from _JsonArrayReader(f, str(path), encoding, on_bad)
 

