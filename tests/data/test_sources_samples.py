@@ -44,7 +44,8 @@ def test_sample_dialogues_have_turns(converted):
         records, _ = converted[source]
         for record in records:
             roles = [m["role"] for m in record["messages"]]
-            assert roles[0] == "user" and "assistant" in roles, record["id"]
+            assert roles[0] == "user", record["id"]
+            assert "assistant" in roles, record["id"]
             for m in record["messages"]:
                 assert m["content"] in record["text"], record["id"]
 
