@@ -29,8 +29,12 @@ def is_released_format(directory: str | Path) -> bool:
     )
 
 
-def load(directory: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> SteelForCausalLM:
-    """Load a Steel model from a `model_type: steel` directory or a released Steel-LLM directory.
+def load(
+    directory: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None
+) -> SteelForCausalLM:
+    """Load a Steel model in eval mode from a `model_type: steel` or a released Steel-LLM directory.
+
+    `dtype` defaults to float32; `"auto"` keeps the dtype recorded in config.json.
 
     Tensor names are the same in both layouts; the released config's `FFN_type` / `mlp_type`
     are translated by `SteelConfig`, which rejects values it does not implement.

@@ -86,6 +86,9 @@ class SteelConfig(PretrainedConfig):
         slots_per_expert: int = 1,
         mlp_div_ratio: int = 4,
         soft_moe_cached_decoding: bool = False,
+        pad_token_id: int | None = None,
+        bos_token_id: int | None = None,
+        eos_token_id: int | None = None,
         **kwargs,
     ):
         released_ffn = kwargs.pop("FFN_type", None)
@@ -145,6 +148,9 @@ class SteelConfig(PretrainedConfig):
         self.mlp_div_ratio = mlp_div_ratio
         self.soft_moe_cached_decoding = soft_moe_cached_decoding
         self.hidden_act = hidden_act
+        self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     @classmethod
@@ -372,7 +378,9 @@ class SoftMoE(nn.Module):
         batch_size, seq_len = x.shape[:2]
         if segment_index is None:
             segment_index = torch.zeros(batch_size, seq_len, dtype=torch.long, device=x.device)
-        num_segments = int(segment_index.max()) + 1
+            num_segments = 1
+        else:
+            num_segments = int(segment_index.max()) + 1
 
         # Softmax over the tokens of each segment: per-segment max, exp, per-segment sums.
         masked = logits.masked_fill(~token_valid[..., None, None], -math.inf)

@@ -91,3 +91,46 @@ def get_preset(name: str, **overrides) -> SteelConfig:
 
 def list_presets() -> list[str]:
     return sorted(PRESETS)
+
+
+def resolve_config(spec: "str | dict", **overrides) -> SteelConfig:
+    """Build a SteelConfig from a preset name, a model directory, a config.json or YAML file, or a dict.
+
+    A dict (or YAML mapping) holds SteelConfig fields, optionally with `preset: NAME` as the base;
+    a YAML file may also nest them under a `model:` key, the way recipes do.
+    """
+    from pathlib import Path
+
+    if isinstance(spec, dict):
+        fields = dict(spec)
+        preset = fields.pop("preset", None)
+        base = dict(PRESETS[preset]) if preset is not None else {}
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"unknown model preset {preset!r}; available: {', '.join(sorted(PRESETS))}")
+        return SteelConfig(**{**base, **fields, **overrides})
+    if spec in PRESETS:
+        return get_preset(spec, **overrides)
+
+    path = Path(spec)
+    if path.is_dir() or path.name == "config.json":
+        directory = path if path.is_dir() else path.parent
+        config = SteelConfig.from_pretrained(str(directory))
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return SteelConfig.from_dict(config.to_dict())
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        import yaml
+
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of model fields, got {type(data).__name__}")
+        data = data.get("model", data)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the `model` key must be a mapping of SteelConfig fields")
+        try:
+            return resolve_config(data, **overrides)
+        except TypeError as error:
+            raise ValueError(f"{path}: {error}") from error
+    raise ValueError(
+        f"{spec!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a model directory, config.json or YAML file"
+    )
