@@ -278,7 +278,11 @@ def iter_json_array(
 
 
 class _JsonArrayReader:
-    """Incremental parser of a top-level JSON array over a decoded text buffer."""
+    """Incremental parser of a top-level JSON array over a decoded text buffer.
+
+    `buffer[start:]` is the unread text. Reading a chunk drops the consumed prefix, so memory stays
+    near the size of the largest element plus one chunk.
+    """
 
     # NOTE: invalid bytes inside a JSON array become U+FFFD rather than a bad record, because the
     # array is decoded in chunks and a chunk has no record boundary to attribute the error to.
@@ -290,92 +294,113 @@ class _JsonArrayReader:
         self.text_decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
         self.json_decoder = json.JSONDecoder()
         self.buffer = ""
-        self.buffer_line_no = 1  # line number of buffer[0]
+        self.start = 0
+        self.line_no = 1  # line of buffer[start]
+        self.column = 0  # column of buffer[start], the indentation of an element starting there
         self.at_eof = False
-        self.column = 0  # column of buffer[0], the indentation of the element being parsed
 
-    def fill(self, min_chars: int) -> bool:
-        while not self.at_eof and len(self.buffer) < min_chars:
-            chunk = self.f.read(READ_CHUNK_BYTES)
-            self.buffer += self.text_decoder.decode(chunk, final=not chunk)
-            self.at_eof = not chunk
-        return len(self.buffer) >= min_chars
+    def fill(self) -> bool:
+        """Append one chunk of text; return False when the file was already exhausted."""
+        if self.at_eof:
+            return False
+        chunk = self.f.read(READ_CHUNK_BYTES)
+        self.buffer = self.buffer[self.start :] + self.text_decoder.decode(chunk, final=not chunk)
+        self.start = 0
+        self.at_eof = not chunk
+        return True
 
-    def skip_blank(self, pos: int) -> int:
+    def advance(self, index: int) -> None:
+        """Mark `buffer[start:index]` as consumed, keeping the line and column of the new start."""
+        last_newline = self.buffer.rfind("\n", self.start, index)
+        self.line_no += self.buffer.count("\n", self.start, index)
+        self.column = index - last_newline - 1 if last_newline != -1 else self.column + index - self.start
+        self.start = index
+
+    def peek(self) -> str:
+        """Return the next character that is not whitespace or a BOM, or "" at the end of the file."""
         while True:
-            while pos < len(self.buffer) and self.buffer[pos] in "\ufeff \t\r\n":
-                pos += 1
-            if pos < len(self.buffer) or not self.fill(len(self.buffer) + 1):
-                return pos
-
-    def consume(self, pos: int) -> None:
-        self.column = pos - (self.buffer.rfind("\n", 0, pos) + 1)
-        self.buffer_line_no += self.buffer.count("\n", 0, pos)
-        self.buffer = self.buffer[pos:]
+            index = self.start
+            while index < len(self.buffer) and self.buffer[index] in "\ufeff \t\r\n":
+                index += 1
+            self.advance(index)
+            if self.start < len(self.buffer) or not self.fill():
+                return self.buffer[self.start : self.start + 1]
 
     def report(self, reason: str, detail: str) -> None:
-        self.on_bad(BadRecord(self.path, self.buffer_line_no, reason, detail))
+        self.on_bad(BadRecord(self.path, self.line_no, reason, detail))
 
     def __iter__(self) -> Iterator[tuple[int, dict]]:
-        self.fill(READ_CHUNK_BYTES)
-        pos = self.skip_blank(0)
-        if pos >= len(self.buffer) or self.buffer[pos] != "[":
+        if self.peek() != "[":
             self.report("not a JSON array", "the file does not start with '['")
             return
-        pos += 1
+        self.advance(self.start + 1)
 
         while True:
-            pos = self.skip_blank(pos)
-            if pos < len(self.buffer) and self.buffer[pos] == ",":
-                pos = self.skip_blank(pos + 1)
-            self.consume(pos)
-            if not self.buffer:
+            char = self.peek()
+            if char == ",":
+                self.advance(self.start + 1)
+                char = self.peek()
+            if char == "":
                 self.report("truncated JSON array", "the file ends before the closing ']'")
                 return
-            if self.buffer[0] == "]":
+            if char == "]":
                 return
 
-            element, pos = self.decode_element()
+            element, end = self.decode_element()
             if element is _MALFORMED:
-                resume = self.next_object_start()
-                if resume is None:
-                    self.report("truncated JSON array", "the last element is incomplete")
+                if not self.skip_malformed():
                     return
-                self.report("malformed JSON", "could not parse the array element that starts here")
-                pos = resume
-            elif not isinstance(element, dict):
-                self.report("not a JSON object", f"got {type(element).__name__}")
+                continue
+            if isinstance(element, dict):
+                yield self.line_no, element
             else:
-                yield self.buffer_line_no, element
+                self.report("not a JSON object", f"got {type(element).__name__}")
+            self.advance(end)
 
     def decode_element(self) -> tuple[Any, int]:
-        # Grow the buffer geometrically until the element parses or the file ends, so a long
-        # element costs O(n log n) rather than one re-parse per chunk.
+        # A parse error at the end of the buffer (or in an unterminated string) may only mean the
+        # element continues in the next chunk. Doubling the text read per retry keeps a long element
+        # at O(n log n) parse work rather than one re-parse per chunk.
         while True:
             try:
-                return self.json_decoder.raw_decode(self.buffer, 0)
-            except json.JSONDecodeError:
-                if self.at_eof:
+                return self.json_decoder.raw_decode(self.buffer, self.start)
+            except json.JSONDecodeError as error:
+                incomplete = error.pos >= len(self.buffer) - 1 or error.msg.startswith("Unterminated string")
+                if not incomplete or self.at_eof:
                     return _MALFORMED, 0
-                self.fill(max(2 * len(self.buffer), len(self.buffer) + READ_CHUNK_BYTES))
+                wanted = 2 * (len(self.buffer) - self.start) + READ_CHUNK_BYTES
+                while len(self.buffer) - self.start < wanted and self.fill():
+                    pass
 
-    def next_object_start(self) -> int | None:
-        pos = self.buffer.find("\n")
+    def skip_malformed(self) -> bool:
+        """Report the element at `start` and move to the next one; return False at the end of the file."""
+        element_line_no, element_column = self.line_no, self.column
+        resume = self.next_object_start(element_column)
+        if resume is None:
+            self.report("truncated JSON array", "the last element is incomplete or malformed")
+            return False
+        self.on_bad(BadRecord(self.path, element_line_no, "malformed JSON", "could not parse the array element here"))
+        self.advance(resume)
+        return True
+
+    def next_object_start(self, column: int) -> int | None:
+        """Return the index of the next `{` that starts a line at `column`, or None at the end of the file."""
+        search_from = self.start + 1
         while True:
-            while pos != -1:
-                indent_end = pos + 1
-                while indent_end < len(self.buffer) and self.buffer[indent_end] in " \t\r":
-                    indent_end += 1
-                is_object = indent_end < len(self.buffer) and self.buffer[indent_end] == "{"
-                if is_object and indent_end - pos - 1 == self.column:
-                    return indent_end
-                if indent_end == len(self.buffer) and not self.at_eof:
+            newline = self.buffer.find("\n", search_from)
+            while newline != -1:
+                index = newline + 1
+                while index < len(self.buffer) and self.buffer[index] in " \t\r":
+                    index += 1
+                if index == len(self.buffer):
                     break  # the indentation may continue in the next chunk
-                pos = self.buffer.find("\n", pos + 1)
-            searched = len(self.buffer) if pos == -1 else pos
-            if not self.fill(len(self.buffer) + READ_CHUNK_BYTES):
+                if self.buffer[index] == "{" and index - newline - 1 == column:
+                    return index
+                newline = self.buffer.find("\n", newline + 1)
+            offset = (newline if newline != -1 else len(self.buffer)) - self.start
+            if not self.fill():
                 return None
-            pos = self.buffer.find("\n", searched)
+            search_from = self.start + offset
 
 
 _MALFORMED = object()
