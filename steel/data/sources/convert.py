@@ -85,7 +85,9 @@ class ShardWriter:
         self._finish_shard(exc)
 
 
-def convert_unit(config: ConvertConfig, unit_index: int, unit: tuple[Path, ...]) -> dict[str, Any]:
+def convert_unit(
+    config: ConvertConfig, unit_index: int, unit: tuple[Path, ...], progress: tqdm | None = None
+) -> dict[str, Any]:
     """Convert one work unit to shards; return its counts, shards and log (JSON-able)."""
     adapter = get_adapter(config.source)
     log = ConversionLog()
@@ -104,6 +106,8 @@ def convert_unit(config: ConvertConfig, unit_index: int, unit: tuple[Path, ...])
                 if language != config.language:
                     log.skip(f"language is {language}, not {config.language}")
                     continue
+            if progress is not None:
+                progress.update()
             is_heldout = record.get("split") == "heldout"
             (heldout_writer if is_heldout else writer).write(record)
             num_characters += len(record["text"])
@@ -162,18 +166,20 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
 
 def _run_units(config: ConvertConfig, units: list[tuple[Path, ...]], num_workers: int, progress: bool) -> list[dict]:
     results: list[dict | None] = [None] * len(units)
-    bar = tqdm(total=len(units), unit="file", desc=f"convert {config.source}", disable=not progress)
+    description = f"convert {config.source}"
     if num_workers <= 1:
-        for index, unit in enumerate(units):
-            results[index] = convert_unit(config, index, unit)
-            bar.update()
-    else:
+        # One process: count records, which also shows progress within a single large file.
+        with tqdm(unit=" records", desc=description, disable=not progress) as bar:
+            for index, unit in enumerate(units):
+                results[index] = convert_unit(config, index, unit, progress=bar)
+        return results
+
+    with tqdm(total=len(units), unit=" files", desc=description, disable=not progress) as bar:
         with ProcessPoolExecutor(max_workers=num_workers) as pool:
             futures = {pool.submit(convert_unit, config, index, unit): index for index, unit in enumerate(units)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 bar.update()
-    bar.close()
     return results
 
 
