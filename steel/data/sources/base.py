@@ -114,7 +114,7 @@ class SourceAdapter:
                     on_bad(BadRecord(str(path), line_no, error.reason, error.detail))
                     continue
                 for record in records:
-                    if not record["text"].strip():
+                    if not record["text"] or record["text"].isspace():
                         on_bad(BadRecord(str(path), line_no, "empty text", f"id {record['id']}"))
                         continue
                     yield record
