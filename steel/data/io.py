@@ -344,6 +344,9 @@ class _JsonArrayReader:
                 self.report("truncated JSON array", "the file ends before the closing ']'")
                 return
             if char == "]":
+                self.advance(self.start + 1)
+                if self.peek():
+                    self.report("extra data after the JSON array", "everything after the closing ']' was not read")
                 return
 
             element, end = self.decode_element()

@@ -180,3 +180,12 @@ def test_unusable_encodings_rejected(tmp_path, encoding, message):
     path.write_bytes(_jsonl_bytes(RECORDS))
     with pytest.raises(ValueError, match=message):
         list(iter_records(path, encoding=encoding))
+
+
+def test_json_array_reports_extra_data(tmp_path):
+    path = tmp_path / "arrays.jsonl"
+    path.write_text('[{"text": "一"}]\n[{"text": "二"}]\n')
+    records, log = _read(path)
+    assert [r["text"] for _, r in records] == ["一"]
+    assert log.counts == {"extra data after the JSON array": 1}
+    assert log.examples["extra data after the JSON array"][0].startswith(f"{path}:2:")
