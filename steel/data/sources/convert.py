@@ -4,8 +4,8 @@ Each work unit (usually one input file) is read by its adapter and written to it
 `{source}-{unit:05d}-{part:04d}.jsonl[.gz|.zst]`, so units never share a file and a crash leaves
 only whole shards behind. Records whose `split` is `heldout` go to `heldout/` instead, so that a
 later stage reading the output directory's shards never reads evaluation data by accident.
-`summary.json` records the inputs, the shards with their record counts, and every bad or skipped
-record by reason, with examples naming file and line.
+`summary.json` records the inputs, the shards (paths relative to the output directory) with their
+record counts, and every bad or skipped record by reason, with examples naming file and line.
 """
 
 import logging
@@ -46,12 +46,13 @@ class ConvertConfig:
 class ShardWriter:
     """Writes records to numbered JSONL shards of at most `max_records` each, atomically."""
 
-    def __init__(self, directory: Path, prefix: str, suffix: str, max_records: int):
-        self.directory = directory
+    def __init__(self, output_dir: Path, subdirectory: str, prefix: str, suffix: str, max_records: int):
+        self.output_dir = output_dir
+        self.subdirectory = subdirectory  # "" or HELDOUT_DIR
         self.prefix = prefix
         self.suffix = suffix
         self.max_records = max_records
-        self.shards: list[dict[str, Any]] = []  # {"path", "records"} of each finished shard
+        self.shards: list[dict[str, Any]] = []  # {"path" relative to output_dir, "records"} per finished shard
         self._context = None
         self._writer = None
 
@@ -62,10 +63,10 @@ class ShardWriter:
         self._writer.write(record)
 
     def _start_shard(self) -> None:
-        path = self.directory / f"{self.prefix}-{len(self.shards):04d}.jsonl{self.suffix}"
-        self._context = open_output(path)
+        name = f"{self.prefix}-{len(self.shards):04d}.jsonl{self.suffix}"
+        self._relative_path = f"{self.subdirectory}/{name}" if self.subdirectory else name
+        self._context = open_output(self.output_dir / self._relative_path)
         self._writer = self._context.__enter__()
-        self._path = path
 
     def _finish_shard(self, error: BaseException | None = None) -> None:
         if self._context is None:
@@ -73,7 +74,7 @@ class ShardWriter:
         context, self._context = self._context, None
         if error is None:
             context.__exit__(None, None, None)
-            self.shards.append({"path": str(self._path), "records": self._writer.num_records})
+            self.shards.append({"path": self._relative_path, "records": self._writer.num_records})
         else:
             context.__exit__(type(error), error, error.__traceback__)
         self._writer = None
@@ -97,8 +98,8 @@ def convert_unit(
     labels: Counter = Counter()
 
     with (
-        ShardWriter(config.output_dir, prefix, suffix, config.shard_records) as writer,
-        ShardWriter(config.output_dir / HELDOUT_DIR, prefix, suffix, config.shard_records) as heldout_writer,
+        ShardWriter(config.output_dir, "", prefix, suffix, config.shard_records) as writer,
+        ShardWriter(config.output_dir, HELDOUT_DIR, prefix, suffix, config.shard_records) as heldout_writer,
     ):
         for record in adapter.read(unit, config.options, log):
             if config.language is not None:
