@@ -594,7 +594,7 @@ class SteelModel(SteelPreTrainedModel):
 
         use_cache = self._resolve_use_cache(use_cache, past_key_values, segment_ids)
         if use_cache and past_key_values is None:
-            past_key_values = DynamicCache()
+            past_key_values = SteelCache()
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
 
         full_mask = None
@@ -695,8 +695,39 @@ class SteelModel(SteelPreTrainedModel):
         return allowed | diagonal
 
 
+class SteelCache(DynamicCache):
+    """A DynamicCache that also reorders, selects and repeats the causal Soft MoE running states.
+
+    The states live in `steel_ffn_states` (one dict per layer with `running_max`, `denominator`
+    and `numerator`, batch first). A plain DynamicCache works for greedy and sampled decoding;
+    beam search and `num_return_sequences` need this class, which `generate` supplies.
+    """
+
+    def _map_states(self, function) -> None:
+        for state in getattr(self, "steel_ffn_states", None) or []:
+            for key in list(state):
+                state[key] = function(state[key])
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        self._map_states(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        self._map_states(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        self._map_states(lambda t: t[indices])
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if getattr(self, "steel_ffn_states", None):
+            raise NotImplementedError("the causal Soft MoE running sums cannot drop tokens, so this cache cannot be cropped")
+        super().crop(tokens_to_remove)
+
+
 def _ffn_states(cache: Cache, config: SteelConfig) -> list[dict]:
-    """Per-layer causal Soft MoE running states, stored beside the KV cache on the cache object."""
+    """Per-layer causal Soft MoE running states, kept on the cache object beside the KV tensors."""
     states = getattr(cache, "steel_ffn_states", None)
     if states is None or cache.get_seq_length() == 0:
         states = [{} for _ in range(config.num_hidden_layers)]
@@ -788,10 +819,12 @@ class SteelForCausalLM(SteelPreTrainedModel, GenerationMixin):
                 )
             else:
                 kwargs["use_cache"] = False
+        if self.config.ffn_type == "soft_moe_causal" and kwargs.get("use_cache", True) and kwargs.get("past_key_values") is None:
+            kwargs["past_key_values"] = SteelCache()
         return super().generate(*args, **kwargs)
 
 
 SteelConfig.register_for_auto_class()
 SteelForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
-__all__ = ["SteelConfig", "SteelModel", "SteelForCausalLM", "SteelPreTrainedModel"]
+__all__ = ["SteelCache", "SteelConfig", "SteelModel", "SteelForCausalLM", "SteelPreTrainedModel"]

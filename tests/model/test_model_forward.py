@@ -315,3 +315,15 @@ def test_gradient_checkpointing_same_loss(random_ids):
     model.gradient_checkpointing_enable()
     checkpointed = model(random_ids, labels=random_ids).loss
     torch.testing.assert_close(checkpointed, loss)
+
+
+@pytest.mark.parametrize("ffn_type", CAUSAL_VARIANTS)
+def test_beam_search_same_with_and_without_cache(ffn_type, random_ids):
+    model = tiny_model(ffn_type)
+    settings = dict(max_new_tokens=4, do_sample=False, num_beams=3, num_return_sequences=2, pad_token_id=0)
+
+    with_cache = model.generate(random_ids, use_cache=True, **settings)
+    without_cache = model.generate(random_ids, use_cache=False, **settings)
+
+    assert with_cache.shape == (4, 16)
+    assert torch.equal(with_cache, without_cache)
