@@ -48,6 +48,8 @@ MAX_LOGGED_PER_REASON = 5
 # Code is told apart from prose by the share of these characters among non-space characters.
 CODE_SYMBOLS = frozenset("{}[]()<>=;:_#/\\*&|+-\"'`$%")
 CODE_SYMBOL_SHARE = 0.12
+LANGUAGE_SAMPLE_CHARS = 1024
+LETTER_PATTERN = re.compile(r"[^\W\d_]")
 CODE_LANGUAGE_NAMES = frozenset(
     "python java javascript typescript c cpp c++ c# csharp go rust ruby php scala kotlin swift shell "
     "bash sql html css lua perl r matlab julia haskell code".split()
@@ -215,7 +217,12 @@ def validation_key(text: str) -> int:
 
 
 def classify_language(text: str, hint: str | None = None) -> str:
-    """The composition class of a document: "zh", "en", "code" or "other"."""
+    """The composition class of a document: "zh", "en", "code" or "other".
+
+    A record's `language`/`lang` field decides when it names one; otherwise the first
+    LANGUAGE_SAMPLE_CHARS characters do: Chinese by script (steel.data.langid), code when a
+    multi-line text has many programming symbols, then English or other.
+    """
     if hint:
         hint = hint.lower()
         if hint in CODE_LANGUAGE_NAMES:
@@ -225,16 +232,40 @@ def classify_language(text: str, hint: str | None = None) -> str:
         if hint.startswith("en"):
             return "en"
 
-    from steel.data.langid import detect_language
-
-    sample = text[:4000]
-    non_space = re.sub(r"\s+", "", sample)
-    symbols = sum(1 for char in non_space if char in CODE_SYMBOLS)
-    if non_space and "\n" in sample and symbols >= CODE_SYMBOL_SHARE * len(non_space):
-        if detect_language(sample) != "zh":
+    sample = text[:LANGUAGE_SAMPLE_CHARS]
+    language = _script_language(sample)
+    if language != "zh" and "\n" in sample:
+        non_space = len(sample) - sum(sample.count(char) for char in " \t\r\n")
+        symbols = sum(sample.count(char) for char in CODE_SYMBOLS)
+        if non_space and symbols >= CODE_SYMBOL_SHARE * non_space:
             return "code"
-    language = detect_language(sample)
-    return language if language in ("zh", "en") else "other"
+    return language
+
+
+def _count(pattern: re.Pattern, text: str) -> int:
+    # Deleting the matches is a C loop, several times faster than counting characters in Python.
+    return len(text) - len(pattern.sub("", text))
+
+
+def _script_language(sample: str) -> str:
+    """zh, en or other by dominant script, weighing a Latin letter as 1/3 of a Han character.
+
+    The same rule as steel.data.langid.detect_language, without its English stop-word check, so
+    that it costs little per document.
+    """
+    from steel.data.langid import ASCII_LATIN_PATTERN, HAN_PATTERN, KANA_PATTERN, LATIN_WEIGHT, MIN_KANA_SHARE
+
+    han = _count(HAN_PATTERN, sample)
+    kana = _count(KANA_PATTERN, sample)
+    latin = _count(ASCII_LATIN_PATTERN, sample)
+    other = _count(LETTER_PATTERN, sample) - han - kana - latin
+    scores = {"zh": han + kana, "en": LATIN_WEIGHT * latin, "other": other}
+    language = max(scores, key=scores.get)
+    if scores[language] <= 0:
+        return "other"
+    if language == "zh" and kana > MIN_KANA_SHARE * (han + kana):
+        return "other"
+    return language
 
 
 # ---------------------------------------------------------------------------------------------
