@@ -1,0 +1,1 @@
+"""Step 2 of the data pipeline: cleaning operators, recipes, deduplication and their statistics."""

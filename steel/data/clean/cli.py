@@ -1,0 +1,84 @@
+"""`steel data clean` and `steel data stats`."""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RECIPE = "zh-web"
+
+
+def clean_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="JSONL/JSON/Parquet files (.gz/.zst too); one task each")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"recipe YAML file or shipped name (default: {DEFAULT_RECIPE})")
+    parser.add_argument("--output", type=Path, required=True, help="output directory: shards/, stats.json, examples/, manifest.json")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local", help="datatrove executor (default: local)")
+    parser.add_argument("--workers", type=int, default=0, help="parallel tasks (default: one per CPU core)")
+    parser.add_argument("--compression", choices=("none", "gz", "zst"), default="none", help="compression of the output shards")
+    parser.add_argument("--num-examples", type=int, default=5, help="examples kept per operator (default: 5)")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster address; default: start a local cluster on 127.0.0.1")
+    parser.add_argument("--ray-cpus-per-task", type=float, default=1.0, help="CPUs Ray reserves per task; fractions allowed")
+
+
+def clean(args: argparse.Namespace) -> int:
+    from steel.data.clean.pipeline import CleanConfig, run_clean
+    from steel.data.clean.recipe import load_recipe
+    from steel.data.clean.stats import format_table
+
+    missing = [str(p) for p in args.inputs if not p.is_file()]
+    if missing:
+        raise SystemExit(f"input file(s) not found: {', '.join(missing)}")
+    recipe = load_recipe(args.recipe)
+    if recipe.ignored_keys:
+        print(f"recipe {recipe.name}: ignored keys: {', '.join(recipe.ignored_keys)}", file=sys.stderr)
+    config = CleanConfig(
+        recipe=recipe,
+        inputs=[p.resolve() for p in args.inputs],
+        output_dir=args.output,
+        executor=args.executor,
+        workers=args.workers or (os.cpu_count() or 1),
+        compression="" if args.compression == "none" else args.compression,
+        num_examples=args.num_examples,
+        ray_cpus_per_task=args.ray_cpus_per_task,
+        extra={"ray_address": args.ray_address},
+    )
+    stats = run_clean(config)
+    print(format_table(stats))
+    print(f"wrote {args.output / 'shards'}, stats.json, examples/ and manifest.json")
+    return 0
+
+
+def stats_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH",
+        help="output directories of `steel data clean`, or input files with --recipe",
+    )  # fmt: skip
+    parser.add_argument("--recipe", action="append", help="measure this recipe on the input files (repeatable) without writing shards")
+    parser.add_argument("--max-docs", type=int, default=None, help="with --recipe: read at most this many documents")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def stats(args: argparse.Namespace) -> int:
+    from steel.data.clean.recipe import load_recipe
+    from steel.data.clean.stats import format_table, load_stats, measure_recipe
+
+    if args.recipe:
+        missing = [str(p) for p in args.paths if not p.is_file()]
+        if missing:
+            raise SystemExit(f"input file(s) not found: {', '.join(missing)}")
+        results = [measure_recipe(load_recipe(r), args.paths, max_docs=args.max_docs) for r in args.recipe]
+    else:
+        results = [load_stats(p) for p in args.paths]
+
+    if args.json:
+        for result in results:
+            for op in result["operators"]:
+                op.pop("examples", None)
+        print(json.dumps(results if len(results) > 1 else results[0], ensure_ascii=False, indent=2))
+    else:
+        print("\n\n".join(format_table(r) for r in results))
+    return 0

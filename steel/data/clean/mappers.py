@@ -1,0 +1,349 @@
+"""Text mappers: each takes a document's text and returns the cleaned text.
+
+The function names follow Data-Juicer's operator names without the `_mapper` suffix, and their
+defaults are the parameters the Steel-LLM authors ran. Each mapper checks cheaply whether its
+pattern can occur before doing the expensive work, so clean text passes through at string-scan cost.
+"""
+
+import html.parser
+import re
+import unicodedata
+from functools import cache
+from pathlib import Path
+
+# ---------------------------------------------------------------------------------------------
+# Traditional to simplified Chinese
+
+
+@cache
+def _opencc(mode: str):
+    import opencc
+
+    return opencc.OpenCC(mode)
+
+
+@cache
+def _convertible_chars(mode: str) -> frozenset[str]:
+    """Characters that OpenCC's `mode` tables can change; a text without any of them converts to itself."""
+    import opencc
+
+    config = {"t2s": ("TSCharacters.txt", "TSPhrases.txt"), "s2t": ("STCharacters.txt", "STPhrases.txt")}
+    if mode not in config:
+        return frozenset()  # other modes: always run the converter
+    chars: set[str] = set()
+    dictionary_dir = Path(opencc.__file__).parent / "dictionary"
+    for name in config[mode]:
+        for line in (dictionary_dir / name).read_text(encoding="utf-8").splitlines():
+            key, _, values = line.partition("\t")
+            first_value = values.split(" ")[0]
+            if len(key) != len(first_value):
+                chars.update(key)
+            else:
+                chars.update(k for k, v in zip(key, first_value) if k != v)
+    return frozenset(chars)
+
+
+def chinese_convert(text: str, mode: str = "t2s") -> str:
+    """Convert between traditional and simplified Chinese with OpenCC's tables (`t2s`, `s2t`, ...)."""
+    convertible = _convertible_chars(mode)
+    if convertible and convertible.isdisjoint(text):
+        return text
+    return _opencc(mode).convert(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# E-mail addresses, links, IP addresses
+
+_EMAIL = re.compile(r"[A-Za-z0-9.+_-]+@[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.[A-Za-z]{2,}")
+
+
+def clean_email(text: str, repl: str = "", pattern: str | None = None) -> str:
+    if pattern is not None:
+        return re.sub(pattern, repl, text)
+    if "@" not in text:
+        return text
+    return _EMAIL.sub(repl, text)
+
+
+# A URL runs over ASCII URL characters only, so Chinese text right after a link is kept.
+_LINK = re.compile(r"(?<![A-Za-z0-9])(?:(?:https?|ftp)://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+", re.IGNORECASE)
+
+
+def clean_links(text: str, repl: str = "", pattern: str | None = None) -> str:
+    if pattern is not None:
+        return re.sub(pattern, repl, text)
+    lowered = text.lower()
+    if "http" not in lowered and "www." not in lowered and "ftp://" not in lowered:
+        return text
+    return _LINK.sub(repl, text)
+
+
+_IPV4_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = rf"(?<![\d.]){_IPV4_OCTET}(?:\.{_IPV4_OCTET}){{3}}(?![\d]|\.\d)"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_IPV6 = (
+    rf"(?<![0-9A-Fa-f:])(?:(?:{_H16}:){{7}}{_H16}"  # full form
+    rf"|(?:{_H16}:){{1,7}}:(?:{_H16}(?::{_H16}){{0,6}})?"  # compressed, with something before ::
+    rf"|::(?:{_H16}(?::{_H16}){{0,6}}))(?![0-9A-Fa-f:])"  # compressed, starting with ::
+)
+_IP = re.compile(f"{_IPV4}|{_IPV6}")
+
+
+def clean_ip(text: str, repl: str = "", pattern: str | None = None) -> str:
+    if pattern is not None:
+        return re.sub(pattern, repl, text)
+    if "." not in text and "::" not in text and text.count(":") < 7:
+        return text
+    return _IP.sub(repl, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+_HTML_HINT = re.compile(r"<[A-Za-z!/][^>]*>|&(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]+);")
+_BLOCK_TAGS = frozenset(
+    "address article aside blockquote br dd div dl dt figcaption figure footer form h1 h2 h3 h4 h5 h6 "
+    "header hr li main nav ol p pre section table tbody td th thead tr ul".split()
+)
+_SKIPPED_TAGS = frozenset(("script", "style", "noscript", "template", "head"))
+
+
+class _TextExtractor(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip_depth = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _SKIPPED_TAGS:
+            self.skip_depth += 1
+        elif tag == "li":
+            self.parts.append("\n* ")
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in _SKIPPED_TAGS:
+            self.skip_depth = max(0, self.skip_depth - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if not self.skip_depth:
+            self.parts.append(data)
+
+
+_BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
+
+
+def clean_html(text: str) -> str:
+    """Replace HTML with the text of its nodes; block elements become line breaks, list items `* `."""
+    if not _HTML_HINT.search(text):
+        return text
+    parser = _TextExtractor()
+    parser.feed(text)
+    parser.close()
+    return _BLANK_LINES.sub("\n", "".join(parser.parts)).strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# LaTeX macros
+
+_BRACED = r"((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)"
+_NEWCOMMAND = re.compile(r"\\(?:re)?newcommand\*?\s*\{?\s*\\([A-Za-z]+)\s*\}?\s*(?:\[(\d)\])?\s*\{" + _BRACED + r"\}")
+_DEF = re.compile(r"\\def\s*\\([A-Za-z]+)\s*\{" + _BRACED + r"\}")
+
+
+def expand_macro(text: str) -> str:
+    """Expand LaTeX macros without arguments (`\\newcommand{\\R}{\\mathbb{R}}`, `\\def\\eps{\\varepsilon}`)."""
+    if "\\newcommand" not in text and "\\renewcommand" not in text and "\\def" not in text:
+        return text
+    macros: dict[str, str] = {}
+    definitions: list[tuple[int, int]] = []
+    for match in _NEWCOMMAND.finditer(text):
+        definitions.append(match.span())
+        if match.group(2) in (None, "0"):
+            macros[match.group(1)] = match.group(3)
+    for match in _DEF.finditer(text):
+        definitions.append(match.span())
+        macros[match.group(1)] = match.group(2)
+    if not macros:
+        return text
+
+    # Longest names first, so that \RR is not read as \R followed by R.
+    names = sorted(macros, key=len, reverse=True)
+    usage = re.compile(r"\\(" + "|".join(map(re.escape, names)) + r")(?![A-Za-z])")
+    expand = lambda match: macros[match.group(1)]  # noqa: E731
+
+    pieces, position = [], 0
+    for start, end in sorted(definitions):
+        if start < position:
+            continue
+        pieces.append(usage.sub(expand, text[position:start]))
+        pieces.append(text[start:end])  # definitions themselves stay as written
+        position = end
+    pieces.append(usage.sub(expand, text[position:]))
+    return "".join(pieces)
+
+
+# ---------------------------------------------------------------------------------------------
+# Broken Unicode
+
+# Characters no ftfy fixer changes (with NFC): printable ASCII except `&` (HTML entities), CJK
+# ideographs (the compatibility blocks excluded, because NFC rewrites them), kana without the
+# combining marks, and CJK punctuation. Mojibake always contains a character outside this set,
+# because every legacy-encoding reading of a UTF-8 lead byte is a Latin, Greek, Cyrillic or
+# box-drawing character.
+_SAFE_BASE = (
+    "\t\n\x20-\x25\x27-\x7e"
+    "\u3001-\u303f\u3041-\u3098\u309b-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\U00020000-\U0002ebef\U00030000-\U000323af"
+)
+_SAFE_FULLWIDTH = "\u3000\uff01-\uff60\uffe0-\uffe6"
+_SAFE_QUOTES = "\u2018-\u201f"
+
+
+@cache
+def _unicode_safe_pattern(fix_character_width: bool, uncurl_quotes: bool) -> re.Pattern:
+    safe = _SAFE_BASE + ("" if fix_character_width else _SAFE_FULLWIDTH) + ("" if uncurl_quotes else _SAFE_QUOTES)
+    return re.compile(f"[{safe}]*")
+
+
+def needs_unicode_fix(text: str, fix_character_width: bool = True, uncurl_quotes: bool = True) -> bool:
+    """Return whether ftfy could change `text`; False means ftfy would return it unchanged."""
+    return _unicode_safe_pattern(fix_character_width, uncurl_quotes).fullmatch(text) is None
+
+
+def fix_unicode(
+    text: str, normalization: str = "NFC", fix_character_width: bool = True, uncurl_quotes: bool = True
+) -> str:
+    """Repair mojibake, control characters and unnormalised forms with ftfy, only on text that needs it.
+
+    The defaults are Data-Juicer's (ftfy's own): they turn full-width Chinese punctuation into
+    ASCII and curly quotes into straight ones. Chinese text wants both turned off.
+    """
+    if normalization == "NFC" and not needs_unicode_fix(text, fix_character_width, uncurl_quotes):
+        return text
+    import ftfy
+
+    return ftfy.fix_text(
+        text,
+        normalization=normalization,
+        fix_character_width=fix_character_width,
+        uncurl_quotes=uncurl_quotes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Punctuation
+
+_ASCII_PUNCTUATION = {
+    "，": ",", "。": ".", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"', "「": '"', "」": '"',
+    "《": '"', "》": '"', "´": "'", "∶": ":", "：": ":", "？": "?", "！": "!", "（": "(", "）": ")",
+    "；": ";", "–": "-", "—": " - ", "．": ". ", "～": "~", "’": "'", "‘": "'", "…": "...", "━": "-",
+    "〈": "<", "〉": ">", "【": "[", "】": "]", "％": "%", "►": "-",
+}  # fmt: skip
+_ASCII_TABLE = str.maketrans(_ASCII_PUNCTUATION)
+
+# Full-width letters and digits (Ａ-Ｚ, ａ-ｚ, ０-９) become ASCII; full-width punctuation stays.
+_FULLWIDTH_ALNUM_TABLE = {
+    code: code - 0xFEE0
+    for code in [*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B)]
+}
+_ZH_PUNCTUATION = {",": "，", ";": "；", ":": "：", "?": "？", "!": "！"}
+_CJK = r"\u3400-\u4dbf\u4e00-\u9fff"
+# ASCII punctuation written between Chinese characters (or at a line end after one) is a typing slip.
+_ASCII_IN_CHINESE = re.compile(rf"(?<=[{_CJK}])([,;:?!])(?=[{_CJK}“‘「《（]|$)", re.MULTILINE)
+
+
+def punctuation_normalization(text: str, style: str = "ascii") -> str:
+    """Normalise punctuation.
+
+    `ascii` (Data-Juicer's): Unicode punctuation becomes ASCII, Chinese punctuation included.
+    `zh`: full-width letters and digits become ASCII, and ASCII ,;:?! between Chinese characters
+    become their full-width forms; Chinese punctuation is kept.
+    """
+    if style == "ascii":
+        return text.translate(_ASCII_TABLE)
+    if style == "zh":
+        if text.isascii():
+            return text
+        text = text.translate(_FULLWIDTH_ALNUM_TABLE)
+        return _ASCII_IN_CHINESE.sub(lambda m: _ZH_PUNCTUATION[m.group(1)], text)
+    raise ValueError(f"unknown punctuation style {style!r}; expected 'ascii' or 'zh'")
+
+
+# ---------------------------------------------------------------------------------------------
+# Repeated sentences
+
+# A piece is a sentence with its terminal punctuation, closing quotes and trailing spaces, so that
+# joining the pieces of a line gives the line back.
+_SENTENCE_PIECE = re.compile(r"[^.!?。！？]*(?:[.!?。！？]+[”’」』）)\]\"']*\s*|$)")
+
+
+def _sentence_key(sentence: str, lowercase: bool, ignore_special_character: bool) -> str:
+    from steel.data.clean.text import is_special_char
+
+    if ignore_special_character:
+        sentence = "".join(c for c in sentence if not is_special_char(c))
+    else:
+        sentence = sentence.strip()
+    return sentence.lower() if lowercase else sentence
+
+
+def remove_repeat_sentences(
+    text: str, lowercase: bool = False, ignore_special_character: bool = True, min_repeat_sentence_length: int = 2
+) -> str:
+    """Remove every repeat of a sentence after its first occurrence, in document order.
+
+    Sentences end at . ! ? 。！？ or a line end. Keys ignore special characters; a sentence whose key
+    is shorter than `min_repeat_sentence_length` characters is always kept.
+    """
+    seen: set[str] = set()
+    new_lines = []
+    changed = False
+    for line in text.split("\n"):
+        kept = []
+        pieces = [m.group() for m in _SENTENCE_PIECE.finditer(line) if m.group()]
+        for piece in pieces:
+            key = _sentence_key(piece, lowercase, ignore_special_character)
+            if len(key) < min_repeat_sentence_length:
+                kept.append(piece)
+            elif key in seen:
+                changed = True
+            else:
+                seen.add(key)
+                kept.append(piece)
+        if kept or not pieces:
+            new_lines.append("".join(kept).rstrip() if len(kept) < len(pieces) else line)
+    return "\n".join(new_lines) if changed else text
+
+
+# ---------------------------------------------------------------------------------------------
+# Given characters, whitespace
+
+DEFAULT_CHARS_TO_REMOVE = "◆●■►▼▲▴∆▻▷❖♡□"
+
+
+@cache
+def _removal_table(chars: str) -> dict[int, None]:
+    return dict.fromkeys(map(ord, chars))
+
+
+def remove_specific_chars(text: str, chars_to_remove: str = DEFAULT_CHARS_TO_REMOVE) -> str:
+    return text.translate(_removal_table(chars_to_remove))
+
+
+# Every Unicode space separator except the ASCII space becomes a space; zero-width spaces go. The
+# zero-width joiners stay: emoji sequences and some scripts need them.
+_WHITESPACE_TABLE = {
+    **{code: " " for code in range(0x110000) if unicodedata.category(chr(code)) == "Zs" and code != 0x20},
+    0x200B: None, 0x2060: None, 0xFEFF: None,
+    0x0B: " ", 0x0C: " ", 0x85: "\n", 0x2028: "\n", 0x2029: "\n",
+}  # fmt: skip
+
+
+def whitespace_normalization(text: str) -> str:
+    """Turn Unicode spaces (no-break, ideographic, ...) into ASCII spaces, drop zero-width characters, strip."""
+    text = text.translate(_WHITESPACE_TABLE)
+    return text.replace("\r\n", "\n").strip()

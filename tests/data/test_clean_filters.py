@@ -1,0 +1,130 @@
+import math
+
+import pytest
+
+from steel.data.clean import filters as F
+from steel.data.clean.code import count_tokens
+from steel.data.clean.operators import build_operator
+from steel.data.clean.text import TextView, jieba_words, space_words, split_sentences
+
+CHINESE = "我们今天在北京大学召开了一次关于人工智能发展的学术研讨会。与会专家讨论了大语言模型的训练方法！你觉得怎么样？"
+ENGLISH = "The quick brown fox jumps over the lazy dog. It was a sunny day, and everyone was happy."
+
+
+# --- units ---------------------------------------------------------------------------------------
+
+
+def test_space_words_see_one_chinese_word():
+    assert len(space_words(CHINESE)) == 1
+    assert space_words("Hello, World! (test)") == ["hello", "world", "test"]
+
+
+def test_jieba_words_segment_chinese_and_keep_english():
+    words = jieba_words(CHINESE)
+    assert "北京大学" in words
+    assert "人工智能" in words
+    assert "。" not in words and "！" not in words
+    assert jieba_words("我喜欢Python和machine learning") == ["我", "喜欢", "python", "和", "machine", "learning"]
+
+
+def test_split_sentences_chinese_terminators():
+    assert split_sentences("第一句。第二句！“第三句？”\n第四行没有句号") == ["第一句。", "第二句！", "“第三句？”", "第四行没有句号"]
+
+
+def test_text_view_caches_segmentation():
+    view = TextView(CHINESE)
+    assert view.words("jieba") is view.words("jieba")
+    with pytest.raises(ValueError, match="unknown word unit"):
+        view.words("bpe")
+
+
+# --- filters -------------------------------------------------------------------------------------
+
+
+def test_alphanumeric_ratio_counts_cjk_as_alphanumeric():
+    assert F.alphanumeric_ratio(CHINESE) > 0.9  # why Data-Juicer's max_ratio 0.9 drops clean Chinese
+    assert 0.7 < F.alphanumeric_ratio(ENGLISH) < 0.9
+    assert F.alphanumeric_ratio("!!!???...") == 0.0
+    assert F.alphanumeric_ratio("") == 0.0
+
+
+def test_alphanumeric_ratio_per_token_uses_qwen_tokens():
+    text = "def add(a, b):\n    return a + b\n"
+    expected = sum(c.isalnum() for c in text) / count_tokens(text)
+    assert F.alphanumeric_ratio(text, tokenization=True) == pytest.approx(expected)
+    assert count_tokens("hello world") == 2
+
+
+def test_average_and_maximum_line_length():
+    text = "短行\n" + "长" * 20
+    assert F.average_line_length(text) == pytest.approx(len(text) / 2)
+    assert F.maximum_line_length(text) == 20
+    assert F.maximum_line_length(CHINESE) == len(CHINESE)  # one paragraph is one line
+    assert F.maximum_line_length(CHINESE, unit="sentence") == len("我们今天在北京大学召开了一次关于人工智能发展的学术研讨会。")
+    assert F.average_line_length(CHINESE, unit="sentence") == pytest.approx(len(CHINESE) / 3)
+
+
+def test_character_repetition_ratio():
+    assert F.character_repetition_ratio(CHINESE) == 0.0
+    # 5 distinct 10-grams repeat; the top int(sqrt(5)) = 2 of them hold 2/5 of all occurrences.
+    assert F.character_repetition_ratio("买一送一，" * 30) == pytest.approx(0.4, abs=0.01)
+    assert F.character_repetition_ratio("short", rep_len=10) == 0.0
+
+
+def test_special_characters_ratio_includes_emoji_and_cjk_punctuation():
+    assert F.special_characters_ratio("😀😀ab") == 0.5
+    assert F.special_characters_ratio("你好，世界。") == pytest.approx(2 / 6)
+    assert F.special_characters_ratio("１２３") == 0.0  # full-width digits are not ASCII digits
+    assert F.special_characters_ratio("𠀀𣘴") == 0.0  # CJK Extension B ideographs are letters
+
+
+def test_words_num_units():
+    assert F.words_num(CHINESE) == 1
+    assert F.words_num(CHINESE, unit="jieba") > 20
+    assert F.words_num(ENGLISH) == F.words_num(ENGLISH, unit="jieba") == 18
+
+
+def test_word_repetition_ratio():
+    spam = "欢迎光临本店，全场商品八折优惠。" * 10
+    assert F.word_repetition_ratio(spam, rep_len=5, unit="jieba") > 0.8
+    assert F.word_repetition_ratio(spam, rep_len=5, unit="space") == 0.0  # one whitespace "word"
+    assert F.word_repetition_ratio(CHINESE, rep_len=5, unit="jieba") == 0.0
+
+
+def test_filter_operator_bounds_are_inclusive():
+    op = build_operator("text_length_filter", {"min_len": 3, "max_len": 5}, 0, "test")
+    assert [op.keeps(op.measure(TextView(t))) for t in ("ab", "abc", "abcde", "abcdef")] == [False, True, True, False]
+
+
+def test_filter_operator_defaults_are_report_parameters():
+    op = build_operator("words_num_filter", None, 0, "test")
+    assert (op.min_value, op.max_value, op.params["unit"]) == (10, 10000, "space")
+    op = build_operator("word_repetition_filter", {"lang": "zh", "tokenization": True}, 0, "test")
+    assert op.params == {"rep_len": 10, "unit": "jieba"}
+    assert op.ignored_keys == ["lang"]
+
+
+def test_perplexity_filter_skips_without_model(caplog):
+    op = build_operator("perplexity_filter", {"lang": "zh", "max_ppl": 1500}, 0, "test")
+    assert op.skip_reason is not None and "model" in op.skip_reason
+    assert op.max_value == 1500
+    assert "skipped" in caplog.text
+
+
+def test_perplexity_filter_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown parameter"):
+        build_operator("perplexity_filter", {"model_path": "x"}, 0, "test")
+
+
+def test_perplexity_filter_with_model_is_configured(tmp_path):
+    op = build_operator("perplexity_filter", {"model": str(tmp_path), "max_ppl": 800}, 0, "test")
+    assert op.skip_reason is None
+    assert op.params == {"model": str(tmp_path), "max_tokens": 512}
+    assert op.max_value == 800
+    with pytest.raises(ValueError, match="either"):
+        build_operator("perplexity_filter", {"model": "a", "kenlm": "b"}, 0, "test")
+
+
+def test_infinite_bounds_accept_everything():
+    op = build_operator("alphanumeric_filter", {"min_ratio": 0.0, "max_ratio": math.inf}, 0, "test")
+    assert op.keeps(op.measure(TextView(CHINESE)))

@@ -1,0 +1,152 @@
+import json
+import shutil
+
+import pytest
+
+from steel.cli import main
+from tests.data.clean_corpus import EMOJI, MIXED, NEWS, SCIENCE, write_corpus
+
+
+def _clean(inputs, output, recipe="zh-web", workers=1, extra=()):
+    args = ["data", "clean", "--recipe", recipe, *map(str, inputs), "--output", str(output), "--workers", str(workers), *extra]
+    assert main(args) == 0
+    return json.loads((output / "stats.json").read_text(encoding="utf-8"))
+
+
+def _read_shards(output):
+    records = []
+    for path in sorted((output / "shards").glob("*.jsonl")):
+        records += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return records
+
+
+def _by_operator(stats):
+    return {op["operator"]: op for op in stats["operators"]}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def zh_web_output(corpus, tmp_path_factory):
+    output = tmp_path_factory.mktemp("zh-web")
+    return output, _clean(corpus, output)
+
+
+def test_zh_web_end_to_end_counts(zh_web_output):
+    output, stats = zh_web_output
+    assert stats["totals"] == {
+        "documents_in": 11, "chars_in": stats["totals"]["chars_in"], "documents_out": 6,
+        "chars_out": stats["totals"]["chars_out"], "bad_records": 2,
+    }  # fmt: skip
+    ops = _by_operator(stats)
+    assert ops["chinese_convert_mapper"]["docs_modified"] == 1
+    assert ops["clean_html_mapper"]["docs_modified"] == 1
+    assert ops["clean_links_mapper"]["docs_modified"] == 1
+    assert ops["remove_repeat_sentences_mapper"]["docs_modified"] == 1  # the spam document
+    assert ops["alphanumeric_filter"]["docs_removed"] == 1  # the symbol row
+    assert ops["average_line_length_filter"]["docs_removed"] == 1  # 你好
+    assert ops["words_num_filter"]["docs_removed"] == 1  # what is left of the spam
+    assert ops["document_deduplicator"]["docs_removed"] == 1  # the exact copy
+    assert ops["document_minhash_deduplicator"]["docs_removed"] == 1  # the repost, across shards
+    assert ops["perplexity_filter"]["skipped"]
+
+
+def test_zh_web_output_text_and_fields(zh_web_output):
+    output, _ = zh_web_output
+    records = _read_shards(output)
+    ids = [r["id"] for r in records]
+    assert ids == ["a1", "a2", "a7", "b1", "b2", "b3"]
+    by_id = {r["id"]: r for r in records}
+    assert by_id["a1"]["text"] == NEWS
+    assert by_id["a1"]["source"] == "news"  # fields beyond text are kept
+    assert by_id["a2"]["text"].startswith("台北市政府今日宣布")  # converted to simplified
+    assert by_id["b1"]["text"] == SCIENCE
+    assert "example.com" not in by_id["b2"]["text"] and "<p>" not in by_id["b2"]["text"]
+    assert by_id["b2"]["meta"] == {"url": "https://example.com"}
+    assert by_id["b3"]["text"] == EMOJI.replace("ＡＢＣ", "ABC")  # emoji and Extension B kept
+    assert MIXED not in [r["text"] for r in records]
+
+
+def test_clean_writes_examples_and_manifest(zh_web_output):
+    output, stats = zh_web_output
+    examples = (output / "examples" / "21_document_minhash_deduplicator.jsonl").read_text(encoding="utf-8")
+    example = json.loads(examples.splitlines()[0])
+    assert example["id"] == "00001:3" and example["duplicate_of"] == "00000:0"
+    removed = json.loads((output / "examples" / "11_alphanumeric_filter.jsonl").read_text(encoding="utf-8"))
+    assert removed["value"] < 0.5
+    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    assert [s["documents"] for s in manifest["shards"]] == [3, 3]
+    assert manifest["recipe"]["name"] == "zh-web"
+    assert manifest["inputs"][0]["bad_records"] == 2
+    assert stats["bad_records"]["by_reason"] == {"malformed JSON": 1, "missing field 'text'": 1}
+
+
+def test_faithful_recipe_drops_chinese(corpus, tmp_path):
+    stats = _clean(corpus, tmp_path / "out", recipe="steel-text")
+    ops = _by_operator(stats)
+    assert stats["totals"]["documents_out"] == 0
+    assert ops["alphanumeric_filter"]["docs_removed"] == 6  # clean Chinese is "too alphanumeric"
+    assert ops["words_num_filter"]["docs_removed"] == 3  # a Chinese paragraph is one whitespace word
+
+
+def test_clean_is_deterministic_across_workers(corpus, zh_web_output, tmp_path):
+    output, _ = zh_web_output
+    _clean(corpus, tmp_path / "two", workers=2)
+    for name in ("00000.jsonl", "00001.jsonl"):
+        assert (tmp_path / "two" / "shards" / name).read_bytes() == (output / "shards" / name).read_bytes()
+    assert (tmp_path / "two" / "stats.json").read_bytes() == (output / "stats.json").read_bytes()
+
+
+def test_clean_rerun_skips_finished_shards(corpus, tmp_path):
+    inputs = [tmp_path / p.name for p in corpus]
+    for source, target in zip(corpus, inputs):
+        shutil.copy(source, target)
+    output = tmp_path / "out"
+    _clean(inputs, output)
+
+    # A crash after shard 0 finished: shard 1's task and everything after it must run again.
+    work = output / "work"
+    (work / "logs" / "clean" / "completions" / "00001").unlink()
+    shutil.rmtree(work / "dedup")
+    shutil.rmtree(work / "logs" / "write")
+    (output / "shards" / "00001.jsonl").unlink()
+    # Shard 0's input changes: a skipped task does not see the change.
+    with inputs[0].open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"text": SCIENCE + "新增的一段话。", "id": "a9"}, ensure_ascii=False) + "\n")
+
+    stats = _clean(inputs, output)
+    assert "a9" not in [r["id"] for r in _read_shards(output)]
+    assert stats["totals"]["documents_out"] == 6
+
+
+def test_clean_rejects_other_inputs_in_same_output(corpus, tmp_path):
+    _clean(corpus[:1], tmp_path / "out")
+    with pytest.raises(SystemExit, match="other inputs or another recipe"):
+        _clean(corpus, tmp_path / "out")
+
+
+def test_clean_compressed_shards(corpus, tmp_path):
+    _clean(corpus, tmp_path / "out", extra=("--compression", "zst"))
+    assert sorted(p.name for p in (tmp_path / "out" / "shards").iterdir()) == ["00000.jsonl.zst", "00001.jsonl.zst"]
+
+
+def test_stats_command_prints_both_recipes(corpus, zh_web_output, capsys):
+    output, _ = zh_web_output
+    assert main(["data", "stats", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "recipe zh-web: 11 documents in, 6 out" in printed
+    assert "21_document_minhash_deduplicator" in printed
+
+    assert main(["data", "stats", "--recipe", "zh-web", "--recipe", "steel-text", "--json", *map(str, corpus)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["recipe"] for r in results] == ["zh-web", "steel-text"]
+    alone = {op["operator"]: op.get("docs_failing_alone") for op in results[1]["operators"]}
+    assert alone["alphanumeric_filter"] == 6
+
+
+def test_clean_missing_input(tmp_path):
+    with pytest.raises(SystemExit, match="not found"):
+        main(["data", "clean", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "out")])
