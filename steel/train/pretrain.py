@@ -1,0 +1,93 @@
+"""Pretraining: the token-shard stream, the model and the next-token loss handed to the trainer core."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from steel.train import checkpoint as ckpt
+from steel.train.config import TrainConfig
+from steel.train.distributed import DistributedEnv, barrier, destroy_distributed, init_distributed
+from steel.train.load import build_model
+from steel.train.loss import CausalLMLoss
+from steel.train.trainer import Trainer, TrainState, configure_determinism
+
+log = logging.getLogger(__name__)
+
+
+def prepare_run_manifest(config: TrainConfig, env: DistributedEnv) -> Path:
+    """Return `RUN_DIR/data_manifest.json`, creating it from `data.shards` at the first start."""
+    from steel.data.manifest import RUN_MANIFEST_FILE, init_run_manifest
+
+    run_manifest = Path(config.run_dir) / RUN_MANIFEST_FILE
+    if not run_manifest.is_file() and not config.data.shards:
+        raise ValueError("data.shards is empty: give the token shard directories of `steel data tokenize`")
+    if env.is_main:
+        init_run_manifest(config.run_dir, config.data.shards)
+    barrier()
+    return run_manifest
+
+
+def load_run_tokenizer(config: TrainConfig, manifest):
+    """Load the tokenizer of the shards and check that its identity matches the manifest's."""
+    from steel.tokenizer import load_tokenizer
+
+    spec = config.data.tokenizer or manifest.tokenizer_spec()
+    tokenizer = load_tokenizer(spec)
+    expected = manifest.tokenizer.get("sha256")
+    actual = tokenizer.identity().get("sha256")
+    if expected and actual != expected:
+        raise ValueError(
+            f"tokenizer {spec!r} (sha256 {actual}) is not the one the shards in {manifest.path} were made "
+            f"with (sha256 {expected}); set data.tokenizer to that tokenizer"
+        )
+    return tokenizer
+
+
+def run_pretraining(config: TrainConfig) -> TrainState:
+    """Pretrain as `config` says, on this process's share of the world (torchrun sets the world)."""
+    from steel.data.manifest import load_data_manifest
+    from steel.data.stream import PretrainStream, validation_batches
+
+    config.validate()
+    env = init_distributed(config.system.device)
+    try:
+        configure_determinism(config)
+        manifest_path = prepare_run_manifest(config, env)
+        manifest = load_data_manifest(manifest_path, verify="size")
+        tokenizer = load_run_tokenizer(config, manifest)
+        stream = PretrainStream(
+            manifest_path,
+            block_size=config.data.block_size,
+            global_batch_size=config.batch.global_batch_size,
+            seed=config.data.seed,
+            rank=env.rank,
+            world_size=env.world_size,
+            weights=config.data.weights,
+        )
+
+        model_config = config.model
+        if config.checkpoint.resume != "never" and ckpt.latest_checkpoint(config.run_dir) is not None:
+            # The checkpoint replaces every weight, so the init_from source is not read again.
+            model_config = type(model_config)(**{**vars(model_config), "init_from": None})
+            if model_config.preset is None and model_config.config is None:
+                model_config.init_from = str(ckpt.latest_checkpoint(config.run_dir))
+        model = build_model(model_config, vocab_size=tokenizer.vocab_size, seed=config.seed)
+
+        def held_out_batches():
+            if not manifest.validation_shards:
+                return iter(())
+            return validation_batches(manifest, config.data.block_size, config.batch.micro_batch_size,
+                                      max_batches=config.logging.eval_batches)
+
+        trainer = Trainer(
+            config, model, CausalLMLoss(chunk_size=config.system.loss_chunk_size), stream, env,
+            tokenizer=tokenizer,
+            validation_batches=held_out_batches,
+            stage="pretrain",
+            block_size=config.data.block_size,
+            extra_meta={"data_manifest": str(manifest_path.resolve())},
+        )
+        return trainer.fit()
+    finally:
+        destroy_distributed()
