@@ -125,11 +125,11 @@ class DataManifest:
         return int(self.raw["separator"]["id"])
 
     def tokenizer_spec(self) -> str:
-        """What `load_tokenizer` takes to rebuild the recorded tokenizer ("qwen" or its directory)."""
+        """Return the `load_tokenizer` spec of the recorded tokenizer ("qwen" or its directory)."""
         return self.tokenizer["name"]
 
     def summary(self) -> str:
-        """A few lines for people: tokenizer, separator, tokens per split, source and language."""
+        """Format the tokenizer, separator, tokens per split, source and language for people."""
         raw = self.raw
         train = sum(s.tokens for s in self.train_shards)
         validation = sum(s.tokens for s in self.validation_shards)

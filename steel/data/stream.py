@@ -1,8 +1,8 @@
 """The resumable pretraining stream, validation batches, a unigram baseline and `steel data append`.
 
-Samples. Train shard i with n_i tokens gives (n_i - 1) // block_size samples; sample k is
-tokens[k * block_size : k * block_size + block_size + 1] (inputs and shifted targets overlap by one
-token, so every token but a shard's short tail is a target once per epoch).
+Samples. Train shard i with n_i tokens gives (n_i - 1) // block_size samples. Sample k is
+tokens[k * block_size : k * block_size + block_size + 1]. Inputs and shifted targets overlap by one
+token, so every token except a shard's short tail is a target once per epoch.
 
 Mixture weights. A dataset (one `steel data tokenize` output) with weight w contributes
 round(w * n_i) virtual samples per shard and epoch: w = 2 reads each sample twice, w = 0.5 reads
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 STATE_FORMAT = "steel-pretrain-stream"
 FEISTEL_ROUNDS = 4
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 __all__ = [
     "PretrainStream",
@@ -304,7 +303,7 @@ class PretrainStream(torch.utils.data.IterableDataset):
     # --- state ------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """The state after the last batch this object yielded (or the loaded state)."""
+        """Return the state after the last batch this object yielded, or the loaded state."""
         return _copy_state(self._last_state)
 
     def load_state_dict(self, state: dict) -> None:

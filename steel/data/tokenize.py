@@ -3,9 +3,9 @@
 Every document is encoded (special-token text inside it stays ordinary text) and followed by exactly
 one separator id, so a shard is `doc sep doc sep ...`. Documents go to the validation split by a
 hash of their text, which keeps duplicates on one side and is independent of order and worker
-count. Shards are raw little-endian arrays (uint16 when every id fits, else uint32) written under a
-temporary name and renamed; `manifest.json` records the shards, the tokenizer, the separator, the
-inputs and the corpus composition. Re-running on the same inputs writes identical files.
+count. Shards are raw little-endian arrays (uint16 when every id fits, else uint32), each written
+under a temporary name and then renamed. `manifest.json` records the shards, the tokenizer, the
+separator, the inputs and the corpus composition. Re-running on the same inputs writes identical files.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ DOCS_PER_TASK = 256
 LANGUAGE_CLASSES = ("zh", "en", "code", "other")
 MAX_LOGGED_PER_REASON = 5
 
-# Code is told apart from prose by the share of these characters among non-space characters.
+# Code is distinguished from prose by the share of these characters among non-space characters.
 CODE_SYMBOLS = frozenset("{}[]()<>=;:_#/\\*&|+-\"'`$%")
 CODE_SYMBOL_SHARE = 0.12
 LANGUAGE_SAMPLE_CHARS = 1024
@@ -66,7 +66,7 @@ class TokenizeConfig:
     separator: str = "<|endoftext|>"
     """Special token that ends every document; `<|im_end|>` in the steel-llm recipe."""
     shard_tokens: int = DEFAULT_SHARD_TOKENS
-    """Tokens per shard; the last shard of each split holds the rest."""
+    """Tokens per shard; the last shard of each split contains the rest."""
     val_fraction: float = 0.01
     """Share of documents held out for validation, chosen by a hash of the text."""
     val_docs: int | None = None
@@ -166,7 +166,7 @@ def iter_documents(config: TokenizeConfig, files: list[Path], skips: SkipLog) ->
                     yield document
         except (ValueError, OSError, EOFError, zstandard.ZstdError) as error:
             # An unreadable file (not UTF-8 or GBK, corrupt compression or Parquet) is skipped from
-            # the point of the error on; the records read before it are kept.
+            # the point of the error on. The records read before the error are kept.
             skips.add("unreadable file", str(path), f"after {num_records} records: {error}")
             continue
         if num_records == 0:
@@ -212,15 +212,15 @@ def _record_to_document(config, path, file_index, line_no, record, default_sourc
 
 
 def validation_key(text: str) -> int:
-    """A 64-bit hash of the text; documents with the smallest keys are held out."""
+    """Hash the text to 64 bits; documents with the smallest keys are held out."""
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
 def classify_language(text: str, hint: str | None = None) -> str:
     """The composition class of a document: "zh", "en", "code" or "other".
 
-    A record's `language`/`lang` field decides when it names one; otherwise the first
-    LANGUAGE_SAMPLE_CHARS characters do: Chinese by script (steel.data.langid), code when a
+    A record's `language`/`lang` field decides when it names a known language. Otherwise the
+    first LANGUAGE_SAMPLE_CHARS characters decide: Chinese by script share, code when a
     multi-line text has many programming symbols, then English or other.
     """
     if hint:
@@ -417,7 +417,7 @@ def _batched(documents: Iterator[Document], size: int) -> Iterator[list[Document
 
 
 def _validation_threshold(config: TokenizeConfig, files: list[Path]) -> int | None:
-    """The largest validation key that is held out, or None for no validation split."""
+    """Return the largest validation key that is held out, or None for no validation split."""
     if config.val_docs is not None:
         if config.val_docs <= 0:
             return None

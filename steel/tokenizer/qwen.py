@@ -1,9 +1,9 @@
 """The Qwen1.5 tokenizer, offline: tiktoken over the BPE ranks shipped in the `dashscope` package.
 
 It gives the same ids as Hugging Face's `Qwen2Tokenizer` (transformers 5.17) built from Qwen1.5's
-`vocab.json`/`merges.txt`: the same pre-tokenisation pattern, Unicode NFC before BPE (the Hugging
-Face tokenizer has an NFC normalizer, tiktoken has none) and the three special tokens after the
-151,643 ranks. The model's embedding has 151,936 rows; ids 151,646 and above have no token.
+`vocab.json`/`merges.txt`. Both use the same pre-tokenisation pattern and put the three special
+tokens after the 151,643 ranks. The Hugging Face tokenizer has an NFC normalizer and tiktoken has
+none, so this module applies NFC before BPE. The model's embedding has 151,936 rows; ids 151,646 and above have no token.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 
 def build_qwen_backend():
-    """A `tokenizers.Tokenizer` equal to Hugging Face's Qwen1.5 tokenizer, built from the ranks."""
+    """Build a `tokenizers.Tokenizer` equal to Hugging Face's Qwen1.5 tokenizer from the ranks."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
     from tokenizers.models import BPE
 
@@ -227,7 +227,7 @@ def _qwen_tokenizer_config() -> dict:
 
 
 def qwen_tokenizer_config_json() -> dict:
-    """The `tokenizer_config.json` of an exported Qwen1.5 tokenizer directory."""
+    """Return the `tokenizer_config.json` of an exported Qwen1.5 tokenizer directory."""
     added_tokens_decoder = {
         str(token_id): {
             "content": token,
