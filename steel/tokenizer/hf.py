@@ -70,7 +70,9 @@ class HFTokenizer(SteelTokenizer):
 
         metadata_path = self.directory / STEEL_METADATA_FILE
         metadata = _read_json(metadata_path) if metadata_path.is_file() else {}
-        self.name = metadata.get("name") or str(self.directory)
+        # Without Steel metadata the name is the absolute directory, so that manifests and
+        # checkpoints can load the tokenizer again from any working directory.
+        self.name = metadata.get("name") or str(self.directory.resolve())
         num_tokens = self._backend.get_vocab_size(with_added_tokens=True)
         self.vocab_size = max(int(metadata.get("vocab_size", 0)), num_tokens)
         self._identity = self._resolve_identity(metadata)
@@ -139,6 +141,8 @@ class HFTokenizer(SteelTokenizer):
                 return self._backend.token_to_id(token)
         return self.eos_id
 
+    # NOTE: encode_special_tokens is a setting of the shared backend, so threads that call encode
+    # with different allow_special values at the same time can see each other's setting.
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
         self._backend.encode_special_tokens = not allow_special
         return self._backend.encode(text, add_special_tokens=False).ids

@@ -91,3 +91,11 @@ def test_train_without_text_fails(tmp_path):
     corpus.write_text('{"content": "abc"}\n')
     with pytest.raises(SystemExit, match="no documents with a 'text' field"):
         main(["tokenizer", "train", str(corpus), "--vocab-size", "300", "--output", str(tmp_path / "t")])
+
+
+def test_directory_name_is_absolute(trained_dir, monkeypatch):
+    monkeypatch.chdir(trained_dir.parent)
+    tokenizer = load_tokenizer(trained_dir.name)
+    assert tokenizer.name == str(trained_dir.resolve())
+    assert tokenizer.identity()["name"] == tokenizer.name
+    assert load_tokenizer(tokenizer.name).identity() == tokenizer.identity()
