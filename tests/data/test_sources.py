@@ -86,7 +86,7 @@ def test_zhihu_kol_parquet():
     _assert_common_fields(records, "zhihu-kol")
     assert len(records) == 2
     assert records[0]["messages"][1] == {"role": "assistant", "content": "多临帖，每天坚持练习。"}
-    assert records[0]["metadata"]["upvotes"] == "赞同 5"
+    assert records[0]["metadata"] == {"source": "Zhihu", "question_id": 11, "answer_id": 101, "upvotes": "赞同 5"}
     assert records[0]["id"] == "zhihu-kol:101"
     assert log.bad.counts == {"missing field 'INSTRUCTION'": 1}
     assert log.bad.examples["missing field 'INSTRUCTION'"][0].startswith(f"{FIXTURES / 'zhihu-kol.parquet'}:3:")

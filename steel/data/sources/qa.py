@@ -48,8 +48,10 @@ class ZhihuKolAdapter(SourceAdapter):
             except (TypeError, json.JSONDecodeError):
                 metadata["metadata"] = raw_metadata  # kept verbatim when it is not JSON
 
+        # The release stores question and answer ids as floats (357137111.0); they are integers.
+        for key, value in metadata.items():
+            if key.endswith("_id") and isinstance(value, float) and value.is_integer():
+                metadata[key] = int(value)
         answer_id = metadata.get("answer_id")
-        if isinstance(answer_id, float) and answer_id.is_integer():
-            answer_id = int(answer_id)
         record_id = f"{self.name}:{answer_id}" if answer_id else context.default_id()
         yield qa_record(self.name, record_id, question, answer, metadata)
