@@ -497,6 +497,10 @@ def run_tokenize(config: TokenizeConfig) -> TokenizeSummary:
             writers["validation"].add(result.validation)
             _accumulate(totals, result)
             progress.update(len(result.train) + len(result.validation))
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
     finally:
         progress.close()
         if pool is not None:
