@@ -162,6 +162,11 @@ class SteelConfig(PretrainedConfig):
         return config_dict, kwargs
 
     @property
+    def is_causal(self) -> bool:
+        """False for `soft_moe`, whose one-pass logits at t depend on tokens after t."""
+        return self.ffn_type != "soft_moe"
+
+    @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 

@@ -327,3 +327,28 @@ def test_beam_search_same_with_and_without_cache(ffn_type, random_ids):
 
     assert with_cache.shape == (4, 16)
     assert torch.equal(with_cache, without_cache)
+
+
+def test_causal_logits_recompute_prefixes(random_ids):
+    from steel.model.scoring import causal_logits
+
+    model = tiny_model("soft_moe")
+    assert not model.config.is_causal
+
+    with torch.no_grad():
+        one_pass = model(random_ids).logits
+        prefix_7 = model(random_ids[:, :7]).logits[:, -1]
+    recomputed = causal_logits(model, random_ids)
+
+    torch.testing.assert_close(recomputed[:, 6], prefix_7, atol=ATOL, rtol=0)
+    torch.testing.assert_close(recomputed[:, -1], one_pass[:, -1], atol=ATOL, rtol=0)
+    assert (recomputed[:, 0] - one_pass[:, 0]).abs().max() > 1e-3
+
+
+def test_causal_logits_one_pass_for_causal_variant(random_ids):
+    from steel.model.scoring import causal_logits
+
+    model = tiny_model("soft_moe_causal")
+    assert model.config.is_causal
+    with torch.no_grad():
+        torch.testing.assert_close(causal_logits(model, random_ids), model(random_ids).logits)
