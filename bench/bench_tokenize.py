@@ -123,13 +123,15 @@ def bench_stream(shards: Path, block_size: int = 512, global_batch_size: int = 1
 def format_section(source: str, encode: dict, pack: dict, stream: dict, num_docs: int, num_workers: int) -> str:
     today = datetime.date.today().isoformat()
     hf = encode["hf_tokens_per_s"]
+    load = os.getloadavg()[0]
     return "\n".join(
         [
             SECTION_TITLE,
             "",
             f"{today}, 2-core CPU VM ({platform.machine()}, Python {platform.python_version()}), "
             f"`python bench/bench_tokenize.py`. Input: {source}, {num_docs:,} documents, "
-            f"{encode['tokens']:,} Qwen tokens. Rates are the best of the repeats.",
+            f"{encode['tokens']:,} Qwen tokens. Rates are the best of the repeats. Load average at the end: "
+            f"{load:.1f}; with other jobs on the machine absolute rates vary, the ratios less so.",
             "",
             "| measurement | tokens/s | ratio to HF `tokenizers` batch encode |",
             "|---|---:|---:|",
