@@ -155,7 +155,8 @@ def write_section(section: str) -> None:
     if SECTION_TITLE in text:
         start = text.index(SECTION_TITLE)
         end = text.find("\n## ", start + len(SECTION_TITLE))
-        text = text[:start] + section + ("" if end == -1 else text[end + 1 :])
+        rest = "" if end == -1 else "\n" + text[end + 1 :]
+        text = text[:start] + section.rstrip("\n") + "\n" + rest
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text, encoding="utf-8")
