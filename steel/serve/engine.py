@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from steel.serve.decoding import IncrementalDecoder, StopStringFilter
+from steel.serve.decoding import REPLACEMENT_CHARACTER, IncrementalDecoder, StopStringFilter
 from steel.serve.sampling import SamplerState, SamplingParams, sample_next_token
 from steel.tokenizer import ENDOFTEXT, IM_END, IM_START
 
@@ -164,7 +164,11 @@ class _Row:
         if self.finished:
             return
         if flush and reason != FINISH_CANCELLED:
-            text, stopped = self.stop_filter.push(self.decoder.flush())
+            held = self.decoder.flush()
+            if reason == FINISH_LENGTH:
+                # The token limit cut a character short; end the text before it instead of with U+FFFD.
+                held = held.rstrip(REPLACEMENT_CHARACTER)
+            text, stopped = self.stop_filter.push(held)
             if not stopped:
                 text += self.stop_filter.flush()
             self._emit(text)

@@ -1,0 +1,176 @@
+"""`steel generate`, `steel chat` and `steel serve`."""
+
+import argparse
+import ipaddress
+import logging
+import sys
+
+from steel.serve.sampling import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a run directory, a checkpoint directory or an exported model directory")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights (default: as stored)"
+    )
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    group = parser.add_argument_group("sampling")
+    group.add_argument("--temperature", type=float, default=0.7, help="softmax temperature; 0 = greedy (default 0.7)")
+    group.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling probability mass (default 0.9)")
+    group.add_argument("--top-k", type=int, default=0, help="keep only the k most likely tokens; 0 = off (default)")
+    group.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="penalty for tokens already seen; 1.0 = off (default)"
+    )
+    group.add_argument(
+        "--max-new-tokens", type=int, default=max_new_tokens, help=f"maximum tokens per reply (default {max_new_tokens})"
+    )
+    group.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
+
+
+def _sampling_params(args: argparse.Namespace, stop: tuple[str, ...] = ()) -> SamplingParams:
+    params = SamplingParams(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+        stop=stop,
+    )
+    problems = params.problems()
+    if problems:
+        options = "; ".join(problem.replace("_", "-") for problem in problems)
+        raise SystemExit(f"invalid sampling options: {options}")
+    return params
+
+
+def _load(args: argparse.Namespace, name: str | None = None):
+    from steel.serve.loading import load_for_serving
+
+    try:
+        return load_for_serving(args.model, name=name, dtype=args.dtype, device=args.device)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"cannot load {args.model}: {error}") from None
+
+
+def _engine(serving, max_batch_size: int = 1):
+    from steel.serve.engine import Engine
+
+    return Engine(serving.model, serving.tokenizer, max_batch_size=max_batch_size)
+
+
+def generate_parser(parser: argparse.ArgumentParser) -> None:
+    _add_model_arguments(parser)
+    parser.add_argument("--prompt", required=True, help="text to continue; '-' reads it from standard input")
+    parser.add_argument("--stop", action="append", default=[], help="stop at this string (repeatable)")
+    _add_sampling_arguments(parser, max_new_tokens=128)
+
+
+def generate(args: argparse.Namespace) -> int:
+    """Continue a prompt with a base model, streaming the text to standard output."""
+    from steel.serve.engine import FINISH_ERROR, GenerationRequest
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    params = _sampling_params(args, stop=tuple(args.stop))
+    serving = _load(args)
+    engine = _engine(serving)
+
+    prompt_ids = serving.tokenizer.encode(prompt)
+    if not prompt_ids:
+        raise SystemExit("the prompt is empty; pass some text with --prompt")
+
+    def write(update) -> None:
+        sys.stdout.write(update.text)
+        sys.stdout.flush()
+
+    result = engine.generate([GenerationRequest(prompt_ids, params, on_update=write)])[0]
+    print()
+    logger.info(
+        "prompt_tokens=%d completion_tokens=%d finish_reason=%s",
+        result.prompt_tokens,
+        result.completion_tokens,
+        result.finish_reason,
+    )
+    return 1 if result.finish_reason == FINISH_ERROR else 0
+
+
+def chat_parser(parser: argparse.ArgumentParser) -> None:
+    _add_model_arguments(parser)
+    parser.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
+    _add_sampling_arguments(parser, max_new_tokens=512)
+
+
+def chat(args: argparse.Namespace) -> int:
+    """Chat with a model in the terminal; /reset, /system TEXT and /exit control the conversation."""
+    from steel.serve.chat import run_chat
+
+    params = _sampling_params(args)
+    serving = _load(args)
+    engine = _engine(serving)
+    # Logging goes to stderr; keep the chat itself free of it after start-up.
+    logging.getLogger("steel").setLevel(logging.WARNING)
+    return run_chat(engine, params, system=args.system)
+
+
+def serve_parser(parser: argparse.ArgumentParser) -> None:
+    _add_model_arguments(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    parser.add_argument("--name", default=None, help="model id that /v1/models lists (default: the directory name)")
+    parser.add_argument("--max-batch-size", type=int, default=8, help="requests decoded together (default 8)")
+    parser.add_argument(
+        "--max-prompt-tokens", type=int, default=None, help="maximum prompt length in tokens (default: context length - 1)"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for, and its default (1024)"
+    )
+    parser.add_argument(
+        "--max-request-bytes", type=int, default=1 << 20, help="largest request body in bytes (default 1 MiB)"
+    )
+    parser.add_argument("--max-pending", type=int, default=64, help="requests that may wait in the queue (default 64)")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the OpenAI-compatible API and the web chat page until interrupted."""
+    import uvicorn
+
+    from steel.serve.engine import GenerationWorker
+    from steel.serve.server import ServerLimits, create_app
+
+    problems = [
+        f"--{name.replace('_', '-')} must be at least 1, got {value}"
+        for name in ("max_batch_size", "max_tokens", "max_request_bytes", "max_pending")
+        if (value := getattr(args, name)) < 1
+    ]
+    if args.max_prompt_tokens is not None and args.max_prompt_tokens < 1:
+        problems.append(f"--max-prompt-tokens must be at least 1, got {args.max_prompt_tokens}")
+    if problems:
+        raise SystemExit("; ".join(problems))
+    if not _is_loopback(args.host):
+        logger.warning("binding to %s exposes the server beyond this machine; it has no authentication", args.host)
+
+    serving = _load(args, name=args.name)
+    engine = _engine(serving, max_batch_size=args.max_batch_size)
+    limits = ServerLimits(
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_tokens=args.max_tokens,
+        max_request_bytes=args.max_request_bytes,
+        max_pending=args.max_pending,
+    )
+    app = create_app(serving, GenerationWorker(engine, max_pending=args.max_pending), limits)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
