@@ -18,6 +18,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from steel.train.config import (
     BatchConfig,
     LoggingConfig,
@@ -26,6 +28,7 @@ from steel.train.config import (
     TrainConfig,
     describe,
     load_config,
+    to_yaml,
 )
 from steel.train.sft_data import SFTDataConfig
 
@@ -146,7 +149,13 @@ def parse_config(args: argparse.Namespace, cls: type) -> TrainConfig | None:
         overrides.append("checkpoint.resume=latest")
     config = load_config(recipe, overrides, cls=cls)
     if args.print_config:
-        print(describe(config), end="")
+        try:
+            text = describe(config)
+        except yaml.YAMLError:
+            # NOTE: `describe` cannot render a list of dataclasses (data.sources) yet, so the
+            # resolved config is printed without the field documentation.
+            text = to_yaml(config)
+        print(text, end="")
         return None
     problems = config.data.validate()
     if problems:

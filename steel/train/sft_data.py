@@ -291,11 +291,14 @@ def choice_messages(record: dict, variant: str) -> tuple[list[list[dict]], bool]
 
 
 def record_conversations(record: dict, source: SFTSourceConfig, counts: Counter) -> list[list[dict]]:
-    """Turn one record into conversations (several for multiple choice), or raise RecordError."""
+    """Turn one record into conversations (several for multiple choice), or raise RecordError.
+
+    `counts` receives the number of multiple-choice questions with and without an explanation.
+    """
     record_format = detect_format(record) if source.format == "auto" else source.format
     if record_format == "multiple_choice":
         conversations, explained = choice_messages(record, source.choice_answer)
-        counts["questions with explanation" if explained else "questions without explanation"] += 1
+        counts["with explanation" if explained else "without explanation"] += 1
     elif record_format == "alpaca":
         conversations = [alpaca_messages(record)]
     elif record_format == "sharegpt":
@@ -399,13 +402,14 @@ def load_conversations(source: SFTSourceConfig, identity: IdentityConfig) -> tup
         return identity_conversations(identity), {"records": 0, "skipped": {}}
 
     bad = BadRecordLog()
-    counts: Counter = Counter()
+    num_records = 0
+    choice_counts: Counter = Counter()
     conversations = []
     for path in source_files(source.path):
         for line_no, record in iter_records(path, on_bad=bad):
-            counts["records"] += 1
+            num_records += 1
             try:
-                found = record_conversations(record, source, counts)
+                found = record_conversations(record, source, choice_counts)
             except RecordError as error:
                 bad(BadRecord(str(path), line_no, error.reason, error.detail))
                 continue
@@ -413,11 +417,13 @@ def load_conversations(source: SFTSourceConfig, identity: IdentityConfig) -> tup
                 if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
                     bad(BadRecord(str(path), line_no, "empty assistant", "no assistant turn with text"))
                 elif source.language == "zh" and not is_chinese(" ".join(m["content"] for m in messages)):
-                    counts["not Chinese"] += 1
+                    bad.counts["not Chinese"] += 1
                 else:
                     conversations.append(messages)
-    stats = {"records": counts.pop("records", 0), "skipped": {**bad.counts, **counts}}
-    if bad.total:
+    stats = {"records": num_records, "skipped": dict(bad.counts)}
+    if choice_counts:
+        stats["multiple_choice_questions"] = dict(choice_counts)
+    if bad.examples:
         stats["skipped_examples"] = bad.examples
     return conversations, stats
 
@@ -462,7 +468,7 @@ def load_sources(config: SFTDataConfig, tokenizer: SteelTokenizer) -> list[Token
     """Read, prepare and tokenize every source of the mixture, logging what each one skipped."""
     sources = []
     for index, source in enumerate(config.sources):
-        name = source.name or (Path(source.path).name if source.path else f"{source.format}{index}")
+        name = source.name or (Path(source.path).name if source.path else source.format)
         conversations, stats = load_conversations(source, config.identity)
         tokenized = tokenize_source(name, conversations, tokenizer, config.cutoff_len, stats)
         skipped = ", ".join(f"{reason}: {n}" for reason, n in tokenized.stats["skipped"].items()) or "none"
@@ -471,6 +477,8 @@ def load_sources(config: SFTDataConfig, tokenizer: SteelTokenizer) -> list[Token
             name, len(tokenized), tokenized.stats["target_tokens"], tokenized.stats["truncated"],
             config.cutoff_len, skipped,
         )  # fmt: skip
+        if "multiple_choice_questions" in stats:
+            logger.info("SFT source %s: multiple-choice questions %s", name, stats["multiple_choice_questions"])
         if len(tokenized) == 0:
             raise ValueError(f"SFT source {name} ({source.path}) has no usable sample; skipped: {skipped}")
         sources.append(tokenized)
