@@ -198,3 +198,21 @@ def test_hf_directory_without_tokenizer_json(shared_dir, qwen):
 def test_unknown_spec_raises():
     with pytest.raises(ValueError, match="unknown tokenizer"):
         load_tokenizer("no-such-tokenizer")
+
+
+def test_qwen_matches_hf_on_random_unicode(qwen, reference_hf):
+    import random
+
+    rng = random.Random(1234)
+    pieces = [
+        (0x20, 0x7E), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x0300, 0x036F), (0x1100, 0x11FF),
+        (0xAC00, 0xD7A3), (0x1F300, 0x1FAFF), (0x20000, 0x2A6DF), (0x3000, 0x303F), (0xFF00, 0xFFEF),
+        (0x0400, 0x04FF), (0x0600, 0x06FF), (0x2000, 0x206F), (0x09, 0x0D), (0x30, 0x39),
+    ]
+    for _ in range(400):
+        chars = []
+        for _ in range(rng.randint(1, 40)):
+            low, high = rng.choice(pieces)
+            chars.append(chr(rng.randint(low, high)) * rng.choice([1, 1, 1, 3]))
+        text = "".join(chars)
+        assert qwen.encode(text) == reference_hf.encode(text, add_special_tokens=False), repr(text)
