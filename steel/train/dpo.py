@@ -8,9 +8,9 @@ by a frozen copy of the starting weights, or once before training with
 `data.precompute_reference` and then kept in the run directory, which saves the copy's memory.
 
 Prompt and response are encoded by `steel.tokenizer.chat.encode_chat`, which encodes the
-assistant header apart from the content, so the prompt ids (ending in ``<|im_start|>assistant\\n``)
-are the same for the chosen and the rejected response and only the response tokens, including
-the closing ``<|im_end|>``, count.
+assistant header apart from the content. The prompt ids (ending in ``<|im_start|>assistant\\n``)
+are therefore the same for the chosen and the rejected response. Only the response tokens,
+including the closing ``<|im_end|>``, count.
 
     steel dpo recipes/dpo-tiny.yaml
     torchrun --nproc_per_node 8 -m steel dpo recipes/dpo-steel-chat.yaml
@@ -114,7 +114,7 @@ class DPODataConfig:
 
     @property
     def block_size(self) -> int:
-        """Longest sequence in tokens, the name the trainer core uses."""
+        """Maximum sequence length in tokens, under the name the trainer core uses."""
         return self.cutoff_len
 
     def validate(self) -> list[str]:
@@ -451,7 +451,7 @@ class DPOLoss:
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of the starting policy that takes no gradient and stays in eval mode."""
+    """Return a copy of the starting policy that takes no gradient and stays in eval mode."""
     reference = copy.deepcopy(model)
     reference.requires_grad_(False)
     return reference.eval()
@@ -520,7 +520,7 @@ def load_reference_logps(path: Path, fingerprint: str) -> list[tuple[torch.Tenso
         metadata = f.metadata() or {}
         if metadata.get("fingerprint") != fingerprint:
             raise ValueError(
-                f"{path} holds reference log-probabilities of other data (fingerprint {metadata.get('fingerprint')}, "
+                f"{path} contains reference log-probabilities of other data (fingerprint {metadata.get('fingerprint')}, "
                 f"now {fingerprint}); delete it to recompute them from the starting model"
             )
         return [(f.get_tensor(f"source{i}.chosen"), f.get_tensor(f"source{i}.rejected"))
@@ -584,7 +584,7 @@ def _reference_logps(config: DPOConfig, model: torch.nn.Module, batches: DPOBatc
 
 
 def run_dpo(config: DPOConfig):
-    """Train with DPO as `config` says, on this process's share of the world; return the final TrainState."""
+    """Train with DPO as `config` specifies, on this process's share of the world; return the final TrainState."""
     from steel.train.distributed import barrier, destroy_distributed, init_distributed
     from steel.train.load import build_model
     from steel.train.trainer import Trainer, configure_determinism

@@ -168,7 +168,7 @@ def parse_config(args: argparse.Namespace, cls: type) -> TrainConfig | None:
 
 
 def run_sft(config: SFTConfig):
-    """Fine-tune as `config` says, on this process's share of the world; return the final TrainState."""
+    """Fine-tune as `config` specifies, on this process's share of the world; return the final TrainState."""
     from steel.train.distributed import destroy_distributed, init_distributed
     from steel.train.load import build_model
     from steel.train.loss import CausalLMLoss

@@ -126,7 +126,7 @@ class SFTDataConfig:
 
     @property
     def block_size(self) -> int:
-        """Longest row in tokens, the name the trainer core uses."""
+        """Maximum row length in tokens, under the name the trainer core uses."""
         return self.cutoff_len
 
     def validate(self) -> list[str]:
