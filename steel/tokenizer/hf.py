@@ -104,11 +104,15 @@ class HFTokenizer(SteelTokenizer):
         return template if isinstance(template, str) else None
 
     def _find_special_ids(self) -> dict[str, int]:
+        """Map the Qwen chat tokens present, then every other special added token (`</s>`, ...)."""
         special_ids = {}
         for token in SPECIAL_TOKENS:
             token_id = self._backend.token_to_id(token)
             if token_id is not None:
                 special_ids[token] = token_id
+        for token_id, added in sorted(self._backend.get_added_tokens_decoder().items()):
+            if added.special:
+                special_ids.setdefault(added.content, token_id)
         return special_ids
 
     def _resolve_identity(self, metadata: dict) -> dict:

@@ -99,3 +99,19 @@ def test_directory_name_is_absolute(trained_dir, monkeypatch):
     assert tokenizer.name == str(trained_dir.resolve())
     assert tokenizer.identity()["name"] == tokenizer.name
     assert load_tokenizer(tokenizer.name).identity() == tokenizer.identity()
+
+
+def test_other_special_tokens_are_exposed(trained_dir, tmp_path):
+    from tokenizers import AddedToken, Tokenizer
+
+    backend = Tokenizer.from_file(str(trained_dir / "tokenizer.json"))
+    backend.add_special_tokens([AddedToken("</s>", special=True, normalized=False)])
+    directory = tmp_path / "with-eos"
+    directory.mkdir()
+    backend.save(str(directory / "tokenizer.json"))
+
+    tokenizer = load_tokenizer(directory)
+    eos = tokenizer.special_ids["</s>"]
+    assert eos == backend.token_to_id("</s>")
+    assert eos not in tokenizer.encode("a </s> b")
+    assert tokenizer.encode("a</s>", allow_special=True)[-1] == eos
