@@ -99,6 +99,8 @@ class TokenizeConfig:
 
 @dataclass
 class Document:
+    """One usable record: its text (or rendered dialogue), where it came from and its source."""
+
     file_index: int
     line_no: int
     text: str
@@ -308,20 +310,20 @@ class EncodedTask:
 
     train: np.ndarray
     validation: np.ndarray
-    num_train_docs: int
-    num_validation_docs: int
-    tokens_by_source: Counter
-    documents_by_source: Counter
-    tokens_by_language: Counter
-    tokens_by_file: Counter
-    documents_by_file: Counter
+    num_train_docs: int = 0
+    num_validation_docs: int = 0
+    tokens_by_source: Counter = field(default_factory=Counter)
+    documents_by_source: Counter = field(default_factory=Counter)
+    tokens_by_language: Counter = field(default_factory=Counter)
+    tokens_by_file: Counter = field(default_factory=Counter)
+    documents_by_file: Counter = field(default_factory=Counter)
 
 
 def _encode_task(task: tuple[list[Document], int | None, str]) -> EncodedTask:
     documents, threshold, dtype = task
     tokenizer, separator_id = _worker_tokenizer, _worker_separator_id
     train_parts, validation_parts = [], []
-    result = EncodedTask(np.empty(0, dtype), np.empty(0, dtype), 0, 0, Counter(), Counter(), Counter(), Counter(), Counter())
+    result = EncodedTask(np.empty(0, dtype), np.empty(0, dtype))
 
     for document in documents:
         if document.messages is not None:
@@ -495,7 +497,7 @@ def run_tokenize(config: TokenizeConfig) -> TokenizeSummary:
     start = time.perf_counter()
     skips = SkipLog()
     writers = {split: ShardWriter(config.output, split, config.shard_tokens, dtype) for split in ("train", "validation")}
-    totals = EncodedTask(np.empty(0), np.empty(0), 0, 0, Counter(), Counter(), Counter(), Counter(), Counter())
+    totals = EncodedTask(np.empty(0, dtype), np.empty(0, dtype))
     tasks = ((batch, threshold, dtype) for batch in _batched(iter_documents(config, files, skips), DOCS_PER_TASK))
 
     num_workers = max(1, config.num_workers)
