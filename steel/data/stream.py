@@ -110,6 +110,11 @@ class PretrainStream(torch.utils.data.IterableDataset):
     [global_batch_size // world_size, block_size + 1] for this rank, and `state` is the position
     after that step. Save the state of the last optimizer step that completed; batches prefetched
     beyond it are not trained and come again after `load_state_dict`.
+
+    `manifest_path` is a run directory, its `data_manifest.json`, a shard directory or its
+    `manifest.json`. `weights` maps dataset names to mixture multipliers (default 1.0).
+    `verify="sha256"` reads every shard once when the stream opens; "size" checks sizes only,
+    for corpora too large to hash at every start.
     """
 
     def __init__(
