@@ -36,7 +36,7 @@ def export_model(spec: str | Path, out_dir: str | Path, dtype: str = "float32", 
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
 
-    loaded.model.save_pretrained(tmp)
+    _save_model(loaded.model, tmp)
     generation_config = _generation_config(loaded)
     if generation_config is not None:
         generation_config.save_pretrained(tmp)
@@ -52,6 +52,15 @@ def export_model(spec: str | Path, out_dir: str | Path, dtype: str = "float32", 
     os.replace(tmp, out_dir)
     log.info("exported %s to %s", spec, out_dir)
     return out_dir
+
+
+def _save_model(model, directory: Path) -> None:
+    """Save weights and config; a dense Steel model becomes a native `qwen2` directory."""
+    if getattr(model.config, "model_type", None) == "steel" and model.config.ffn_type == "dense":
+        from steel.model.convert import to_qwen2
+
+        model = to_qwen2(model)
+    model.save_pretrained(directory)
 
 
 def _generation_config(loaded):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
-from steel.train import checkpoint as ckpt
 from steel.train.config import TrainConfig
 from steel.train.distributed import DistributedEnv, barrier, destroy_distributed, init_distributed
 from steel.train.load import build_model
 from steel.train.loss import CausalLMLoss
-from steel.train.trainer import Trainer, TrainState, configure_determinism
+from steel.train.trainer import Trainer, TrainState, configure_determinism, select_resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def run_pretraining(config: TrainConfig) -> TrainState:
     from steel.data.stream import PretrainStream, validation_batches
 
     config.validate()
+    resume_from = select_resume_checkpoint(config)  # fails early, before any data or model work
     env = init_distributed(config.system.device)
     try:
         configure_determinism(config)
@@ -67,11 +68,10 @@ def run_pretraining(config: TrainConfig) -> TrainState:
         )
 
         model_config = config.model
-        if config.checkpoint.resume != "never" and ckpt.latest_checkpoint(config.run_dir) is not None:
-            # The checkpoint replaces every weight, so the init_from source is not read again.
-            model_config = type(model_config)(**{**vars(model_config), "init_from": None})
-            if model_config.preset is None and model_config.config is None:
-                model_config.init_from = str(ckpt.latest_checkpoint(config.run_dir))
+        if resume_from is not None and model_config.init_from is not None:
+            # The checkpoint replaces every weight, so only its architecture is needed from here.
+            only_init = model_config.preset is None and model_config.config is None
+            model_config = replace(model_config, init_from=str(resume_from) if only_init else None)
         model = build_model(model_config, vocab_size=tokenizer.vocab_size, seed=config.seed)
 
         def held_out_batches():

@@ -147,6 +147,30 @@ def configure_determinism(config: TrainConfig) -> None:
         torch.use_deterministic_algorithms(True)
 
 
+def select_resume_checkpoint(config: TrainConfig) -> Path | None:
+    """Return the checkpoint that `checkpoint.resume` selects in `run_dir`, or None for a fresh start."""
+    mode = config.checkpoint.resume
+    run_dir = Path(config.run_dir)
+    latest = ckpt.latest_checkpoint(run_dir)
+    if mode == "never":
+        if latest is not None:
+            raise ValueError(
+                f"{run_dir} already has checkpoint {latest.name}; resume it with --resume "
+                "(or checkpoint.resume=auto), or choose another run_dir"
+            )
+        return None
+    if mode == "auto":
+        return latest
+    if mode == "latest":
+        if latest is None:
+            raise ValueError(f"--resume: no complete checkpoint in {run_dir / ckpt.CHECKPOINT_DIR}")
+        return latest
+    path = Path(mode)
+    if not ckpt.is_checkpoint(path):
+        raise ValueError(f"checkpoint.resume={mode!r}: not a complete checkpoint directory")
+    return path
+
+
 class Trainer:
     """One training run: set up with `__init__`, then `fit()` trains to `schedule.max_steps`."""
 
@@ -246,25 +270,7 @@ class Trainer:
 
     def resume_checkpoint(self) -> Path | None:
         """Return the checkpoint that `checkpoint.resume` selects, or None for a fresh start."""
-        mode = self.config.checkpoint.resume
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        if mode == "never":
-            if latest is not None:
-                raise ValueError(
-                    f"{self.run_dir} already has checkpoint {latest.name}; resume it with --resume "
-                    "(or checkpoint.resume=auto), or choose another run_dir"
-                )
-            return None
-        if mode == "auto":
-            return latest
-        if mode == "latest":
-            if latest is None:
-                raise ValueError(f"--resume: no complete checkpoint in {self.run_dir / ckpt.CHECKPOINT_DIR}")
-            return latest
-        path = Path(mode)
-        if not ckpt.is_checkpoint(path):
-            raise ValueError(f"checkpoint.resume={mode!r}: not a complete checkpoint directory")
-        return path
+        return select_resume_checkpoint(self.config)
 
     def load(self, checkpoint_dir: Path) -> None:
         meta = ckpt.load_checkpoint(checkpoint_dir, self.model, self.optimizer, self.env)
@@ -480,7 +486,25 @@ class Trainer:
             log.info("throughput reference: %s", peak_text)
 
         progress = self._progress_bar()
-        window_start, window_tokens = time.perf_counter(), 0
+        redirect = contextlib.nullcontext()
+        if progress is not None:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            redirect = logging_redirect_tqdm()
+        with redirect:
+            self._train_loop(progress, peak, flops_token)
+
+        if progress is not None:
+            progress.close()
+        last = ckpt.latest_checkpoint(self.run_dir)
+        if last is None or ckpt.read_meta(last)["step"] != self.state.step:
+            self.save()
+        self.metrics.close()
+        return self.state
+
+    def _train_loop(self, progress, peak: float | None, flops_token: float | None) -> None:
+        # Throughput counts the optimizer steps only, not validation, samples or checkpoints.
+        window_seconds, window_tokens = 0.0, 0
         batches = iter(self.batches)
         while self.state.step < self.max_steps:
             try:
@@ -489,7 +513,9 @@ class Trainer:
                 log.warning("the step source ended at step %d before max_steps=%d", self.state.step, self.max_steps)
                 break
 
+            step_start = time.perf_counter()
             result = self.train_step(local_batch)
+            window_seconds += time.perf_counter() - step_start
             self.state.step += 1
             self.state.tokens += result.tokens
             self.state.stream_state = stream_state
@@ -497,8 +523,7 @@ class Trainer:
             self._handle_skip(result)
 
             if self.state.step % self.config.logging.log_interval == 0 or self.state.step == self.max_steps:
-                elapsed = max(time.perf_counter() - window_start, 1e-9)
-                tokens_per_s = window_tokens / elapsed
+                tokens_per_s = window_tokens / max(window_seconds, 1e-9)
                 flops_per_s = tokens_per_s * flops_token if flops_token else None
                 mfu = flops_per_s / (peak * self.env.world_size) if (flops_per_s and peak) else None
                 self.metrics.write(
@@ -509,19 +534,11 @@ class Trainer:
                 if progress is not None:
                     progress.set_postfix(loss=f"{result.loss:.4f}", lr=f"{result.lr:.2e}",
                                          tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-                window_start, window_tokens = time.perf_counter(), 0
+                window_seconds, window_tokens = 0.0, 0
             if progress is not None:
                 progress.update(1)
 
             self._periodic(progress)
-
-        if progress is not None:
-            progress.close()
-        last = ckpt.latest_checkpoint(self.run_dir)
-        if last is None or ckpt.read_meta(last)["step"] != self.state.step:
-            self.save()
-        self.metrics.close()
-        return self.state
 
     def _periodic(self, progress) -> None:
         step = self.state.step
@@ -556,11 +573,9 @@ class Trainer:
             )
 
     def _info(self, progress, message: str) -> None:
-        if not self.env.is_main:
-            return
-        if progress is not None:
-            progress.write(message)
-        log.info(message)
+        # While the bar is shown, log records go through tqdm (see fit), so they do not break it.
+        if self.env.is_main:
+            log.info(message)
 
     def _progress_bar(self):
         if not (self.env.is_main and self.config.logging.progress_bar):
