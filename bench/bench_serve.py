@@ -1,0 +1,195 @@
+"""Benchmark serving: generation tokens/s against `transformers`' generate(), and server throughput.
+
+Part 1 decodes the same prompt with the same model three ways in one run: `transformers`'
+`generate()` (greedy, KV cache) as the baseline, Steel's engine with its KV cache, and Steel's
+engine recomputing the prefix at every step (the path of the faithful `soft_moe` variant). It
+then decodes a batch of prompts together to show what batching adds.
+
+Part 2 starts `steel serve`'s app with uvicorn on 127.0.0.1 and sends streaming chat requests
+from N concurrent clients, reporting completion tokens/s against one client.
+
+    python bench/bench_serve.py                      # steel-small preset, Qwen1.5 tokenizer
+    python bench/bench_serve.py --clients 1 4 8 --requests-per-client 3
+
+The model has random weights: speed does not depend on them, and `ignore_eos` fixes the output
+length so every run decodes the same number of tokens.
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from steel.serve.engine import Engine, GenerationRequest, GenerationWorker  # noqa: E402
+from steel.serve.loading import ServingModel  # noqa: E402
+from steel.serve.sampling import SamplingParams  # noqa: E402
+
+PROMPT = "钢铁是这样炼成的。请用三句话介绍一下 Soft Mixture of Experts 的想法，并说明它为什么适合小模型。"
+
+
+def build_model(preset: str, ffn_type: str, vocab_size: int) -> torch.nn.Module:
+    from steel.model import SteelForCausalLM, get_preset
+
+    config = get_preset(preset)
+    config.vocab_size = vocab_size
+    config.ffn_type = ffn_type
+    torch.manual_seed(0)
+    return SteelForCausalLM(config).eval()
+
+
+def best_time(function, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def bench_generation(model, tokenizer, new_tokens: int, batch_size: int, repeat: int) -> list[tuple[str, float]]:
+    prompt_ids = tokenizer.encode(PROMPT)
+    params = SamplingParams(temperature=0.0, max_new_tokens=new_tokens, ignore_eos=True)
+    cached = Engine(model, tokenizer, max_batch_size=batch_size)
+    uncached = Engine(model, tokenizer, use_kv_cache=False)
+
+    def run_transformers():
+        with torch.inference_mode():
+            output = model.generate(
+                torch.tensor([prompt_ids]), max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
+            )
+        assert output.shape[1] == len(prompt_ids) + new_tokens
+
+    def run_engine(engine, num_prompts):
+        results = engine.generate([GenerationRequest(prompt_ids, params) for _ in range(num_prompts)])
+        assert all(result.completion_tokens == new_tokens for result in results)
+
+    # One warm-up of each path, so lazy initialisation is not timed.
+    run_transformers()
+    run_engine(cached, 1)
+
+    rows = [("transformers generate(), KV cache, batch 1", new_tokens / best_time(run_transformers, repeat))]
+    rows.append(("Steel engine, KV cache, batch 1", new_tokens / best_time(lambda: run_engine(cached, 1), repeat)))
+    rows.append(
+        ("Steel engine, prefix recomputed each step, batch 1", new_tokens / best_time(lambda: run_engine(uncached, 1), 1))
+    )
+    batched_tokens = new_tokens * batch_size
+    rows.append(
+        (
+            f"Steel engine, KV cache, batch {batch_size}",
+            batched_tokens / best_time(lambda: run_engine(cached, batch_size), repeat),
+        )
+    )
+    return rows
+
+
+async def _client(base_url: str, model_name: str, num_requests: int, max_tokens: int) -> int:
+    import httpx
+
+    body = {
+        "model": model_name,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "temperature": 0.8,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    completion_tokens = 0
+    async with httpx.AsyncClient(base_url=base_url, timeout=300) as http:
+        for _ in range(num_requests):
+            async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if line.startswith("data: {") and '"usage"' in line:
+                        completion_tokens += json.loads(line[6:])["usage"]["completion_tokens"]
+    return completion_tokens
+
+
+def bench_server(model, tokenizer, clients: list[int], requests_per_client: int, max_tokens: int, max_batch_size: int):
+    import socket
+
+    import uvicorn
+
+    from steel.serve.server import ServerLimits, create_app
+
+    serving = ServingModel(model=model, tokenizer=tokenizer, chat_template=None, name="bench")
+    worker = GenerationWorker(Engine(model, tokenizer, max_batch_size=max_batch_size), max_pending=256)
+    app = create_app(serving, worker, ServerLimits(max_tokens=max_tokens))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+
+    base_url = f"http://127.0.0.1:{port}"
+    rows = []
+    try:
+        for num_clients in clients:
+
+            async def run_all():
+                tasks = [_client(base_url, "bench", requests_per_client, max_tokens) for _ in range(num_clients)]
+                return sum(await asyncio.gather(*tasks))
+
+            started = time.perf_counter()
+            total_tokens = asyncio.run(run_all())
+            elapsed = time.perf_counter() - started
+            rows.append((num_clients, num_clients * requests_per_client, total_tokens, elapsed))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="steel-small", help="model preset (default steel-small)")
+    parser.add_argument("--ffn-type", default="soft_moe_causal", choices=["soft_moe_causal", "dense"])
+    parser.add_argument("--new-tokens", type=int, default=64, help="tokens decoded per prompt (default 64)")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts in the batched run (default 8)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed repeats; the best is kept (default 3)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8], help="concurrent clients (default 1 4 8)")
+    parser.add_argument("--requests-per-client", type=int, default=2, help="requests each client sends (default 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+
+    from steel.tokenizer import load_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tokenizer = load_tokenizer("qwen")
+    model = build_model(args.preset, args.ffn_type, tokenizer.vocab_size)
+    num_parameters = sum(parameter.numel() for parameter in model.parameters())
+    print(f"model: {args.preset} ({args.ffn_type}), {num_parameters / 1e6:.1f}M parameters, "
+          f"{torch.get_num_threads()} torch threads, prompt {len(tokenizer.encode(PROMPT))} tokens")
+
+    print(f"\n## Generation ({args.new_tokens} new tokens, greedy, best of {args.repeat})\n")
+    rows = bench_generation(model, tokenizer, args.new_tokens, args.batch_size, args.repeat)
+    baseline = rows[0][1]
+    print("| measurement | tokens/s | ratio to transformers generate() |\n|---|---:|---:|")
+    for name, rate in rows:
+        print(f"| {name} | {rate:,.1f} | {rate / baseline:.2f} |")
+
+    print(f"\n## Server ({args.requests_per_client} streaming chat requests per client, {args.new_tokens} tokens each)\n")
+    server_rows = bench_server(
+        model, tokenizer, args.clients, args.requests_per_client, args.new_tokens, args.batch_size
+    )
+    single_rate = server_rows[0][2] / server_rows[0][3]
+    print("| clients | requests | completion tokens | seconds | tokens/s | ratio to 1 client |\n|---:|---:|---:|---:|---:|---:|")
+    for num_clients, num_requests, tokens, elapsed in server_rows:
+        rate = tokens / elapsed
+        print(f"| {num_clients} | {num_requests} | {tokens} | {elapsed:.1f} | {rate:,.1f} | {rate / single_rate:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
