@@ -30,6 +30,7 @@ from steel.train.config import (
     load_config,
     to_yaml,
 )
+from steel.train.loss import CausalLMLoss
 from steel.train.sft_data import SFTDataConfig
 
 log = logging.getLogger(__name__)
@@ -167,11 +168,18 @@ def parse_config(args: argparse.Namespace, cls: type) -> TrainConfig | None:
 # SFT
 
 
+class ChatLMLoss(CausalLMLoss):
+    """`CausalLMLoss` on SFT batches, counting real tokens only in throughput and `tokens`."""
+
+    def num_tokens(self, micro_batch: dict) -> int:
+        return int(micro_batch["attention_mask"].sum())
+
+
+
 def run_sft(config: SFTConfig):
     """Fine-tune as `config` specifies, on this process's share of the world; return the final TrainState."""
     from steel.train.distributed import destroy_distributed, init_distributed
     from steel.train.load import build_model
-    from steel.train.loss import CausalLMLoss
     from steel.train.sft_data import SFTBatches, load_sources
     from steel.train.trainer import Trainer, configure_determinism
 
@@ -190,7 +198,7 @@ def run_sft(config: SFTConfig):
 
         model = build_model(config.model, vocab_size=tokenizer.vocab_size, seed=config.seed)
         trainer = Trainer(
-            config, model, CausalLMLoss(chunk_size=config.system.loss_chunk_size), batches, env,
+            config, model, ChatLMLoss(chunk_size=config.system.loss_chunk_size), batches, env,
             tokenizer=tokenizer,
             stage="sft",
             block_size=config.data.cutoff_len,

@@ -261,16 +261,29 @@ def margins(model, tokenizer):
     return values
 
 
+@pytest.fixture(scope="module")
+def dpo_runs(workdir, tokenizer_dir, pairs_path):
+    """Run directories of `steel dpo` on the toy pairs, one per reference mode, trained once each."""
+    runs = {}
+
+    def run(precompute: bool):
+        if precompute not in runs:
+            run_dir = workdir / f"run-{precompute}"
+            recipe = write_recipe(workdir / f"dpo-{precompute}.yaml", run_dir, pairs_path, tokenizer_dir,
+                                  precompute_reference=precompute)  # fmt: skip
+            assert steel_main(["dpo", str(recipe)]) == 0
+            runs[precompute] = run_dir
+        return runs[precompute]
+
+    return run
+
+
 @pytest.mark.parametrize("precompute", [False, True])
-def test_dpo_raises_margin(workdir, tokenizer_dir, pairs_path, precompute):
+def test_dpo_raises_margin(dpo_runs, tokenizer_dir, precompute):
     from steel.model.presets import get_preset
     from transformers import AutoModelForCausalLM
 
-    run_dir = workdir / f"run-{precompute}"
-    recipe = write_recipe(workdir / f"dpo-{precompute}.yaml", run_dir, pairs_path, tokenizer_dir,
-                          precompute_reference=precompute)  # fmt: skip
-
-    assert steel_main(["dpo", str(recipe)]) == 0
+    run_dir = dpo_runs(precompute)
 
     train = [r for r in read_metrics(run_dir) if r["kind"] == "train"]
     assert len(train) == 8
@@ -290,14 +303,12 @@ def test_dpo_raises_margin(workdir, tokenizer_dir, pairs_path, precompute):
     assert all(a > b for a, b in zip(after, before)), (before, after)
 
 
-def test_dpo_resume_with_precomputed_reference(workdir, tokenizer_dir, pairs_path):
-    run_dir = workdir / "run-True"
-    if not run_dir.is_dir():
-        pytest.skip("needs the precomputed run of test_dpo_raises_margin")
+def test_dpo_resume_with_precomputed_reference(dpo_runs, workdir, tokenizer_dir, pairs_path):
     import shutil
 
     from steel.train.checkpoint import list_checkpoints
 
+    run_dir = dpo_runs(True)
     resumed = workdir / "resumed"
     shutil.copytree(run_dir, resumed)
     shutil.rmtree(list_checkpoints(resumed)[-1])

@@ -215,3 +215,33 @@ def test_packing_leaks_nothing_across_samples(tokenizer_dir, ffn_type):
     torch.testing.assert_close(alone_losses[1, :n_last], losses[0, n_first + n_middle :], rtol=1e-4, atol=1e-5)
     assert losses[0, :n_first].sum() > 0
     assert not torch.equal(relosses[0, n_first : n_first + n_changed], losses[0, n_first : n_first + n_middle])
+
+
+# ---------------------------------------------------------------------------------------------
+# Two ranks (FSDP2 over gloo) train like one process
+
+
+@pytest.mark.slow  # about 25 s of CPU time: two torchrun processes plus a single-process run
+def test_sft_two_ranks_match_one_process(workdir, tokenizer_dir, data_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    settings = dict(model=TINY_MODEL, data={"tokenizer": str(tokenizer_dir), "epochs": 3},
+                    optimizer={"lr": 5e-3}, system={"device": "cpu", "num_threads": 1, "deterministic": True})  # fmt: skip
+    single = write_recipe(workdir / "single.yaml", workdir / "single", data_path, **settings)
+    double = write_recipe(workdir / "double.yaml", workdir / "double", data_path, **settings)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    assert steel_main(["sft", str(single)]) == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+         f"--master_port={port}", "-m", "steel", "sft", str(double)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert train_losses(workdir / "double") == pytest.approx(train_losses(workdir / "single"), rel=1e-4)
