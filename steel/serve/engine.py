@@ -301,10 +301,9 @@ class Engine:
             if not running:
                 return
 
-            # Drop finished rows from the cache so they cost nothing. A cache that carries more
-            # per-row state than keys and values (the causal Soft MoE's running slot sums) keeps
-            # its finished rows instead, and their outputs are ignored.
-            if len(running) < len(batch) and self._can_select_rows(cache):
+            # Drop finished rows from the cache so they cost nothing. A cache without
+            # `batch_select_indices` keeps them, and their outputs are ignored.
+            if len(running) < len(batch) and hasattr(cache, "batch_select_indices"):
                 index = torch.tensor(running, device=self.device)
                 cache.batch_select_indices(index)
                 batch = [batch[i] for i in running]
@@ -316,10 +315,6 @@ class Engine:
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(batch), 1))], dim=1)
             position_ids = position_ids[:, -1:] + 1
             logits, cache = self._forward(input_ids, attention_mask, position_ids, cache, use_cache=True)
-
-    @staticmethod
-    def _can_select_rows(cache) -> bool:
-        return hasattr(cache, "batch_select_indices") and getattr(cache, "steel_ffn_states", None) is None
 
     def _generate_uncached(self, row: _Row) -> None:
         while not row.finished:

@@ -103,3 +103,32 @@ def test_serve_answers_openai_client(tiny_model_dir):
     # Each request is logged with its id, token counts and latency.
     assert f"{completion.id} prompt_tokens={completion.usage.prompt_tokens} completion_tokens=" in output
     assert "latency=" in output
+
+
+def test_generate_from_run_directory(tiny_model_dir, loaded, tmp_path, capsys):
+    # A run directory as the trainer writes it: checkpoints/step-N with weights, config and tokenizer.
+    import torch
+
+    from steel.train import checkpoint
+    from steel.train.distributed import DistributedEnv
+
+    def write_tokenizer(directory):
+        loaded.tokenizer.save_pretrained(directory / "tokenizer")
+        return {"tokenizer": loaded.tokenizer.identity(), "tokenizer_spec": "tokenizer"}
+
+    env = DistributedEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    optimizer = torch.optim.AdamW(loaded.model.parameters())
+    run_dir = tmp_path / "run"
+    checkpoint.save_checkpoint(
+        run_dir, 7, loaded.model, optimizer, {"stage": "sft"}, env, keep_last=1, write_extra=write_tokenizer
+    )
+
+    assert main(["generate", str(run_dir), "--prompt", "钢铁", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out == "是这样炼成的。Steel is made like this.\n"
+
+    from steel.serve.loading import load_for_serving
+
+    serving = load_for_serving(str(run_dir))
+    assert serving.provenance["kind"] == "checkpoint"
+    assert serving.provenance["step"] == 7
+    assert serving.name == "run"
