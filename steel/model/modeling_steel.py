@@ -55,7 +55,7 @@ class SteelConfig(PretrainedConfig):
       `intermediate_size` itself.
     - `soft_moe_cached_decoding`: lets a `soft_moe` model decode with a KV cache. This reproduces
       the released code's cached decoding, which computes a different function than the full
-      forward pass the model was trained with; the default recomputes the prefix at every step.
+      forward pass the model was trained with. The default recomputes the prefix at every step.
 
     A released Steel-LLM `config.json` (`model_type: "qwen2"` with `FFN_type` and `mlp_type`)
     is translated on load: `FFN_type: "softmoe_v3"` becomes `ffn_type="soft_moe"` and
@@ -415,6 +415,8 @@ class SoftMoE(nn.Module):
 
         The running sums use the fixed reference |scale|, an upper bound of every logit, so
         exp(logit - |scale|) is in [exp(-2|scale|), 1] and the cumulative sums never overflow.
+        NOTE: for |scale| above about 43, exp(-2|scale|) underflows float32 and the lowest-scoring
+        tokens lose their (tiny) weight; a slot whose every token underflows outputs zero.
         `state` (a decoding cache) carries each slot's running maximum, denominator and
         weighted sum of the tokens seen so far, relative to that maximum.
         """

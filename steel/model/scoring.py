@@ -1,7 +1,7 @@
 """Causal next-token logits for every variant, including the non-causal `soft_moe`.
 
-In one full pass, a `soft_moe` model's logits at position t already depend on tokens after t,
-so a loss or perplexity from that pass is not a language-model score; report it as non-causal.
+In one full pass, a `soft_moe` model's logits at position t already depend on tokens after t.
+A loss or perplexity from that pass is therefore not a language-model score: report it as non-causal.
 `causal_logits` recomputes each prefix instead (T forward passes for T positions), which is what
 decoding sees; use it on small evaluation sets.
 """
