@@ -380,12 +380,11 @@ class SoftMoE(nn.Module):
     def _forward_full(self, x: torch.Tensor, token_valid: torch.Tensor, segment_index: torch.Tensor | None) -> torch.Tensor:
         """Faithful Soft MoE: the slots of a segment mix all of its real tokens, earlier and later ones."""
         x_norm, logits = self.router_logits(x)
-        batch_size, seq_len = x.shape[:2]
         if segment_index is None:
-            segment_index = torch.zeros(batch_size, seq_len, dtype=torch.long, device=x.device)
-            num_segments = 1
-        else:
-            num_segments = int(segment_index.max()) + 1
+            return self._forward_full_unpacked(x_norm, logits, token_valid)
+
+        batch_size = x.shape[0]
+        num_segments = int(segment_index.max()) + 1
 
         # Softmax over the tokens of each segment: per-segment max, exp, per-segment sums.
         masked = logits.masked_fill(~token_valid[..., None, None], -math.inf)
@@ -407,6 +406,22 @@ class SoftMoE(nn.Module):
 
         per_token = slot_outputs.gather(1, segment_index[..., None, None, None].expand(-1, -1, *slot_outputs.shape[2:]))
         return self.combine(logits, per_token, token_valid)
+
+    def _forward_full_unpacked(self, x_norm: torch.Tensor, logits: torch.Tensor, token_valid: torch.Tensor) -> torch.Tensor:
+        """Faithful Soft MoE over whole rows: the same function with matmuls in place of scatters."""
+        batch_size, seq_len = logits.shape[:2]
+        masked = logits.masked_fill(~token_valid[..., None, None], -math.inf)
+        row_max = masked.amax(dim=1, keepdim=True)
+        row_max = torch.where(torch.isfinite(row_max), row_max, 0.0).detach()
+        exp = torch.exp(masked - row_max)
+        dispatch = exp / exp.sum(dim=1, keepdim=True).clamp_min(torch.finfo(exp.dtype).tiny)
+
+        slots = torch.einsum("btnp,btd->bnpd", dispatch.to(x_norm.dtype), x_norm)
+        slot_outputs = self.run_experts(slots).reshape(batch_size, -1, self.hidden_size)
+
+        combine = F.softmax(logits.reshape(batch_size, seq_len, -1), dim=-1).to(slot_outputs.dtype)
+        output = torch.einsum("bts,bsd->btd", combine, slot_outputs)
+        return output * token_valid[..., None].to(output.dtype)
 
     def _forward_causal(
         self, x: torch.Tensor, token_valid: torch.Tensor, segment_index: torch.Tensor | None, state: dict | None

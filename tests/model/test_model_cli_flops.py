@@ -38,10 +38,12 @@ def forward_flops_by_hand(ffn_type: str, seq_len: int) -> int:
     attention = 2 * seq_len * (2 * d * d + 2 * d * kv) + 2 * 2 * seq_len * seq_len * d
     if ffn_type == "dense":
         ffn = 2 * seq_len * 3 * d * config.intermediate_size
+    elif ffn_type == "soft_moe":
+        # Router logits, slot sums and combine are three [seq, d] x [d, slots] matmuls.
+        ffn = 3 * 2 * seq_len * d * slots + 2 * slots * expert
     else:
-        router_and_combine = 2 * seq_len * d * slots * 2
-        expert_slots = slots * (seq_len if ffn_type == "soft_moe_causal" else 1)
-        ffn = router_and_combine + 2 * expert_slots * expert
+        # The causal slot sums are cumulative sums (not matmuls); experts run per position.
+        ffn = 2 * 2 * seq_len * d * slots + 2 * seq_len * slots * expert
     return layers * (attention + ffn) + 2 * seq_len * d * vocab
 
 
