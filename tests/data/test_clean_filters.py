@@ -128,3 +128,36 @@ def test_perplexity_filter_with_model_is_configured(tmp_path):
 def test_infinite_bounds_accept_everything():
     op = build_operator("alphanumeric_filter", {"min_ratio": 0.0, "max_ratio": math.inf}, 0, "test")
     assert op.keeps(op.measure(TextView(CHINESE)))
+
+
+SHORTCUT_TEXTS = [
+    CHINESE, ENGLISH, "你好", "", "！！！", "欢迎光临本店，全场商品八折优惠。" * 10, "a b c d e f g h i j k " * 3,
+    "生僻字𠀀𣘴和表情😀😀，以及ＡＢＣ全角。" * 3, "3.14 + 2.71 = 5.85；100% 正确！", "中华人民共和国国务院新闻办公室。中华人民共和国国务院新闻办公室。",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bounds", [(10, 100000), (3, 20), (0, 5)])
+def test_words_num_shortcut_agrees_with_segmentation(bounds):
+    op = build_operator("words_num_filter", {"unit": "jieba", "min_num": bounds[0], "max_num": bounds[1]}, 0, "test")
+    for text in SHORTCUT_TEXTS:
+        lower, upper = F.jieba_words_num_bounds(text)
+        assert lower <= F.words_num(text, unit="jieba") <= upper, text
+        assert op.decide(TextView(text))[0] == op.keeps(op.measure(TextView(text))), text
+
+
+@pytest.mark.parametrize("rep_len,max_ratio", [(10, 0.5), (3, 0.1), (2, 0.0)])
+def test_word_repetition_shortcut_agrees_with_segmentation(rep_len, max_ratio):
+    params = {"unit": "jieba", "rep_len": rep_len, "max_ratio": max_ratio}
+    op = build_operator("word_repetition_filter", params, 0, "test")
+    for text in SHORTCUT_TEXTS:
+        ratio = F.word_repetition_ratio(text, rep_len, "jieba")
+        lower, _ = F.jieba_words_num_bounds(text)
+        assert ratio <= F.word_repetition_upper_bound(text, rep_len, lower), text
+        assert op.decide(TextView(text))[0] == op.keeps(ratio), text
+
+
+def test_word_filter_shortcut_skips_segmentation():
+    op = build_operator("words_num_filter", {"unit": "jieba"}, 0, "test")
+    view = TextView("，".join(["今天天气很好"] * 12) + "。")
+    assert op.decide(view) == (True, None)
+    assert not view.has_words("jieba")

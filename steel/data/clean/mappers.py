@@ -23,30 +23,38 @@ def _opencc(mode: str):
 
 
 @cache
-def _convertible_chars(mode: str) -> frozenset[str]:
-    """Characters that OpenCC's `mode` tables can change; a text without any of them converts to itself."""
+def _conversion_triggers(mode: str) -> tuple[frozenset[str], re.Pattern | None]:
+    """What OpenCC's `mode` tables can change: single characters, and phrases that change as a whole.
+
+    A text that contains none of these characters and none of these phrases converts to itself,
+    because OpenCC then only looks up single characters that map to themselves. Returns an empty
+    set for modes not handled here, so that the converter always runs.
+    """
     import opencc
 
-    config = {"t2s": ("TSCharacters.txt", "TSPhrases.txt"), "s2t": ("STCharacters.txt", "STPhrases.txt")}
-    if mode not in config:
-        return frozenset()  # other modes: always run the converter
-    chars: set[str] = set()
+    tables = {"t2s": ("TSCharacters.txt", "TSPhrases.txt"), "s2t": ("STCharacters.txt", "STPhrases.txt")}
+    if mode not in tables:
+        return frozenset(), None
     dictionary_dir = Path(opencc.__file__).parent / "dictionary"
-    for name in config[mode]:
-        for line in (dictionary_dir / name).read_text(encoding="utf-8").splitlines():
-            key, _, values = line.partition("\t")
-            first_value = values.split(" ")[0]
-            if len(key) != len(first_value):
-                chars.update(key)
-            else:
-                chars.update(k for k, v in zip(key, first_value) if k != v)
-    return frozenset(chars)
+    characters_file, phrases_file = tables[mode]
+    chars: set[str] = set()
+    for line in (dictionary_dir / characters_file).read_text(encoding="utf-8").splitlines():
+        key, _, values = line.partition("\t")
+        if values.split(" ")[0] != key:
+            chars.add(key)
+    phrases = []
+    for line in (dictionary_dir / phrases_file).read_text(encoding="utf-8").splitlines():
+        key, _, values = line.partition("\t")
+        if values.split(" ")[0] != key:
+            phrases.append(key)
+    pattern = re.compile("|".join(map(re.escape, sorted(phrases, key=len, reverse=True)))) if phrases else None
+    return frozenset(chars), pattern
 
 
 def chinese_convert(text: str, mode: str = "t2s") -> str:
     """Convert between traditional and simplified Chinese with OpenCC's tables (`t2s`, `s2t`, ...)."""
-    convertible = _convertible_chars(mode)
-    if convertible and convertible.isdisjoint(text):
+    chars, phrases = _conversion_triggers(mode)
+    if chars and chars.isdisjoint(text) and (phrases is None or not phrases.search(text)):
         return text
     return _opencc(mode).convert(text)
 
@@ -191,11 +199,13 @@ def expand_macro(text: str) -> str:
 
 # Characters no ftfy fixer changes (with NFC): printable ASCII except `&` (HTML entities), CJK
 # ideographs (the compatibility blocks excluded, because NFC rewrites them), kana without the
-# combining marks, and CJK punctuation. Mojibake always contains a character outside this set,
-# because every legacy-encoding reading of a UTF-8 lead byte is a Latin, Greek, Cyrillic or
-# box-drawing character.
+# combining marks, CJK punctuation, ℃ and circled numbers (in none of the legacy encodings ftfy
+# reverses), and … — – · (never a UTF-8 lead byte in windows-125x or Latin-1, and never a
+# continuation byte in Mac Roman). Any mojibake of UTF-8 therefore contains a character outside
+# this set: a lead byte read as a Latin, Greek, Cyrillic or box-drawing character, or a Mac Roman
+# continuation byte.
 _SAFE_BASE = (
-    "\t\n\x20-\x25\x27-\x7e"
+    "\t\n\x20-\x25\x27-\x7e\u2013\u2014\u2026\u00b7\u2103\u2460-\u2473"
     "\u3001-\u303f\u3041-\u3098\u309b-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
     "\U00020000-\U0002ebef\U00030000-\U000323af"
 )
@@ -214,6 +224,11 @@ def needs_unicode_fix(text: str, fix_character_width: bool = True, uncurl_quotes
     return _unicode_safe_pattern(fix_character_width, uncurl_quotes).fullmatch(text) is None
 
 
+@cache
+def _width_and_quotes_pattern() -> re.Pattern:
+    return re.compile(f"[{_SAFE_BASE}{_SAFE_FULLWIDTH}{_SAFE_QUOTES}]*")
+
+
 def fix_unicode(
     text: str, normalization: str = "NFC", fix_character_width: bool = True, uncurl_quotes: bool = True
 ) -> str:
@@ -222,16 +237,29 @@ def fix_unicode(
     The defaults are Data-Juicer's (ftfy's own): they turn full-width Chinese punctuation into
     ASCII and curly quotes into straight ones. Chinese text wants both turned off.
     """
-    if normalization == "NFC" and not needs_unicode_fix(text, fix_character_width, uncurl_quotes):
+    if normalization != "NFC":
+        import ftfy
+
+        return ftfy.fix_text(
+            text, normalization=normalization, fix_character_width=fix_character_width, uncurl_quotes=uncurl_quotes
+        )
+    if not needs_unicode_fix(text, fix_character_width, uncurl_quotes):
         return text
+
+    from ftfy import fixes
+
+    if _width_and_quotes_pattern().fullmatch(text):
+        # Only the width and quote fixes apply (no character here can be part of mojibake), so run
+        # those two ftfy steps alone, in ftfy's order, instead of the whole repair.
+        if fix_character_width:
+            text = fixes.fix_character_width(text)
+        if uncurl_quotes:
+            text = fixes.uncurl_quotes(text)
+        return unicodedata.normalize("NFC", text)
+
     import ftfy
 
-    return ftfy.fix_text(
-        text,
-        normalization=normalization,
-        fix_character_width=fix_character_width,
-        uncurl_quotes=uncurl_quotes,
-    )
+    return ftfy.fix_text(text, fix_character_width=fix_character_width, uncurl_quotes=uncurl_quotes)
 
 
 # ---------------------------------------------------------------------------------------------

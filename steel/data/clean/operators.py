@@ -126,6 +126,23 @@ class Operator:
     def keeps(self, value: float) -> bool:
         return self.min_value <= value <= self.max_value
 
+    def decide(self, view: TextView) -> tuple[bool, float | None]:
+        """Whether the filter keeps the document, and the statistic when it had to compute it.
+
+        Word filters first try exact bounds that need no segmentation (most clean documents pass
+        them); the statistic is computed only when the bounds cannot decide.
+        """
+        if self.params.get("unit") == "jieba" and self.name in ("words_num_filter", "word_repetition_filter"):
+            lower, upper = filters.jieba_words_num_bounds(view.text)
+            if self.name == "words_num_filter" and self.min_value <= lower and upper <= self.max_value:
+                return True, None
+            if self.name == "word_repetition_filter" and self.min_value <= 0:
+                bound = filters.word_repetition_upper_bound(view.text, self.params["rep_len"], lower)
+                if bound <= self.max_value:
+                    return True, None
+        value = self.measure(view)
+        return self.keeps(value), value
+
 
 def _word_unit_from_data_juicer(name: str, entry: dict[str, Any], ignored: list[str]) -> str:
     """Translate Data-Juicer's `tokenization` to a Steel word unit.

@@ -129,8 +129,8 @@ class ApplyOperator(PipelineStep):
                     stats.record_modified(doc.id, before, doc.text, self.num_examples)
                 yield doc
             else:
-                value = op.measure(_view(doc))
-                if op.keeps(value):
+                kept, value = op.decide(_view(doc))
+                if kept:
                     yield doc
                 else:
                     stats.record_removed(doc.id, doc.text, value, self.num_examples)

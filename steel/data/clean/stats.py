@@ -168,8 +168,7 @@ def measure_recipe(recipe, inputs: list[Path], max_docs: int | None = None, num_
                             op_stats.record_modified(doc_id, before, text, num_examples)
                     continue
                 view = view or TextView(text)
-                value = op.measure(view)
-                kept = op.keeps(value)
+                kept, value = op.decide(view)
                 failing_alone[i] += not kept
                 if alive:
                     op_stats.docs_in += 1

@@ -120,6 +120,10 @@ class TextView:
                 raise ValueError(f"unknown word unit {unit!r}; expected one of {WORD_UNITS}")
         return self._words[unit]
 
+    def has_words(self, unit: str) -> bool:
+        """Whether the words of `unit` have been computed (an operator needed them)."""
+        return unit in self._words
+
     def lines(self, unit: str = "line") -> list[str]:
         if unit == "line":
             if self._lines is None:
