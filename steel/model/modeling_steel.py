@@ -642,6 +642,9 @@ class SteelModel(SteelPreTrainedModel):
         rope = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
 
         attn_mask = self._attention_mask(full_mask, segment_index, batch_size, seq_len, past_len, device)
+        if segment_index is not None and self.config._attn_implementation.startswith("flash"):
+            # transformers' flash path finds packed sequences where these position ids restart at 0.
+            kwargs["position_ids"] = _positions_from_boundaries(torch.ones_like(token_valid), segment_index, 0)
         ffn_states = _ffn_states(past_key_values, self.config) if use_cache and self.config.ffn_type == "soft_moe_causal" else None
 
         hidden_states = inputs_embeds
@@ -697,8 +700,9 @@ class SteelModel(SteelPreTrainedModel):
         if full_mask is None and segment_index is None and (past_len == 0 or seq_len == 1 or flash):
             return None
         if flash:
+            # NOTE: this branch is not exercised by the CPU test suite. Flash kernels see packed
+            # segments only through position ids that restart at 0 in each segment.
             if segment_index is not None:
-                # NOTE: flash kernels see packed segments through position ids restarting at 0.
                 if full_mask is not None:
                     raise ValueError("flash attention does not take padding and segment_ids together; use sdpa")
                 return None
