@@ -605,10 +605,14 @@ class SteelModel(SteelPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         segment_ids: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if kwargs.pop("output_attentions", None):
+            raise ValueError("output_attentions is not supported by Steel; attention weights are not returned")
+        kwargs.pop("return_dict", None)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         batch_size, seq_len = inputs_embeds.shape[:2]
@@ -648,7 +652,10 @@ class SteelModel(SteelPreTrainedModel):
         ffn_states = _ffn_states(past_key_values, self.config) if use_cache and self.config.ffn_type == "soft_moe_causal" else None
 
         hidden_states = inputs_embeds
+        all_hidden_states: list[torch.Tensor] = []
         for layer in self.layers:
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
             ffn_state = ffn_states[layer.layer_idx] if ffn_states is not None else None
             hidden_states = layer(
                 hidden_states,
@@ -661,7 +668,14 @@ class SteelModel(SteelPreTrainedModel):
                 **kwargs,
             )
         hidden_states = self.norm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values if use_cache else None)
+        if output_hidden_states:
+            # As in transformers' decoders: the embeddings, each layer's input, and the final normed output.
+            all_hidden_states.append(hidden_states)
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+        )
 
     def _resolve_use_cache(self, use_cache: bool | None, past_key_values: Cache | None, segment_ids: torch.Tensor | None) -> bool:
         has_past = past_key_values is not None and past_key_values.get_seq_length() > 0
@@ -801,9 +815,6 @@ class SteelForCausalLM(SteelPreTrainedModel, GenerationMixin):
         Labels are shifted inside (position t predicts labels[t + 1]); positions labelled -100 are
         ignored.
         """
-        kwargs.pop("return_dict", None)
-        kwargs.pop("output_attentions", None)
-        kwargs.pop("output_hidden_states", None)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -826,7 +837,9 @@ class SteelForCausalLM(SteelPreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(
                 shift_logits.reshape(-1, shift_logits.shape[-1]), labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        )
 
     @torch.no_grad()
     def generate(self, *args, **kwargs):

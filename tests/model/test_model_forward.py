@@ -352,3 +352,16 @@ def test_causal_logits_one_pass_for_causal_variant(random_ids):
     assert model.config.is_causal
     with torch.no_grad():
         torch.testing.assert_close(causal_logits(model, random_ids), model(random_ids).logits)
+
+
+def test_output_hidden_states(random_ids):
+    model = tiny_model("soft_moe_causal")
+    with torch.no_grad():
+        output = model(random_ids, output_hidden_states=True)
+        hidden = model.model(random_ids).last_hidden_state
+
+    assert len(output.hidden_states) == model.config.num_hidden_layers + 1
+    torch.testing.assert_close(output.hidden_states[0], model.model.embed_tokens(random_ids))
+    torch.testing.assert_close(output.hidden_states[-1], hidden)
+    with pytest.raises(ValueError, match="output_attentions"):
+        model(random_ids, output_attentions=True)
