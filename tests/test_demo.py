@@ -1,0 +1,202 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from steel.demo import (
+    REVIEW_OPTIONS,
+    StageRunner,
+    balanced_reviews,
+    measured_seconds_per_step,
+    recipe_summary,
+    review_chat_sample,
+    review_prompt_text,
+    review_question,
+)
+
+
+def test_stage_reused_when_key_unchanged(tmp_path):
+    calls = []
+
+    def body(stage_dir: Path) -> dict:
+        calls.append(stage_dir)
+        (stage_dir / "out.txt").write_text("x")
+        return {"value": len(calls)}
+
+    first = StageRunner(tmp_path, fresh=False)
+    assert first.run("a", {"n": 1}, [], body) == {"value": 1}
+    second = StageRunner(tmp_path, fresh=False)
+    assert second.run("a", {"n": 1}, [], body) == {"value": 1}
+    assert len(calls) == 1
+    assert second.timings["a"]["reused"] is True
+
+
+def test_stage_reruns_when_settings_change(tmp_path):
+    calls = []
+
+    def body(stage_dir: Path) -> dict:
+        calls.append(sorted(p.name for p in stage_dir.iterdir()))
+        (stage_dir / "out.txt").write_text("x")
+        return {}
+
+    StageRunner(tmp_path, fresh=False).run("a", {"n": 1}, [], body)
+    StageRunner(tmp_path, fresh=False).run("a", {"n": 2}, [], body)
+    assert len(calls) == 2
+    # The directory of the old settings was removed before the rerun.
+    assert calls[1] == [".stage-key"]
+
+
+def test_stage_reruns_when_input_stage_changes(tmp_path):
+    calls = []
+
+    def body(stage_dir: Path) -> dict:
+        calls.append(1)
+        return {}
+
+    runner = StageRunner(tmp_path, fresh=False)
+    runner.run("a", {"n": 1}, [], body)
+    runner.run("b", {}, ["a"], body)
+    runner = StageRunner(tmp_path, fresh=False)
+    runner.run("a", {"n": 2}, [], body)
+    runner.run("b", {}, ["a"], body)
+    assert len(calls) == 4
+
+
+def test_fresh_reruns_every_stage(tmp_path):
+    calls = []
+
+    def body(stage_dir: Path) -> dict:
+        calls.append(1)
+        return {}
+
+    StageRunner(tmp_path, fresh=False).run("a", {}, [], body)
+    StageRunner(tmp_path, fresh=True).run("a", {}, [], body)
+    assert len(calls) == 2
+
+
+def test_interrupted_stage_keeps_its_directory(tmp_path):
+    def crash(stage_dir: Path) -> dict:
+        (stage_dir / "checkpoint").write_text("step 5")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        StageRunner(tmp_path, fresh=False).run("train", {"steps": 10}, [], crash)
+
+    seen = []
+
+    def resume(stage_dir: Path) -> dict:
+        seen.append((stage_dir / "checkpoint").read_text())
+        return {}
+
+    StageRunner(tmp_path, fresh=False).run("train", {"steps": 10}, [], resume)
+    assert seen == ["step 5"]
+
+
+def _reviews(count_pos: int, count_neg: int) -> list[dict]:
+    reviews = [{"id": f"p{i}", "text": f"好评{i}", "label": "正面"} for i in range(count_pos)]
+    reviews += [{"id": f"n{i}", "text": f"差评{i}", "label": "负面"} for i in range(count_neg)]
+    return reviews
+
+
+def test_balanced_reviews_half_each_label():
+    picked = balanced_reviews(_reviews(30, 50), 40, seed=1)
+    labels = [r["label"] for r in picked]
+    assert labels.count("正面") == 20
+    assert labels.count("负面") == 20
+    assert len({r["id"] for r in picked}) == 40
+
+
+def test_balanced_reviews_deterministic():
+    assert balanced_reviews(_reviews(30, 50), 40, seed=1) == balanced_reviews(_reviews(30, 50), 40, seed=1)
+
+
+def test_balanced_reviews_too_few_fails():
+    with pytest.raises(SystemExit, match="only 5 held-out reviews"):
+        balanced_reviews(_reviews(5, 50), 40, seed=1)
+
+
+def test_sft_sample_matches_scorer_prompt():
+    review = {"id": "r1", "text": "质量很好，推荐购买。", "label": "负面"}
+    sample = review_chat_sample(review, 0)
+    question = review_question(review, 0)
+    assert sample["messages"][0] == {"role": "user", "content": review_prompt_text(question)}
+    assert sample["messages"][1] == {"role": "assistant", "content": "负面"}
+    assert question.answer == "B"
+    assert question.options == REVIEW_OPTIONS
+    assert "质量很好，推荐购买。" in sample["messages"][0]["content"]
+    assert sample["messages"][0]["content"].endswith("答案：")
+
+
+def test_seconds_per_step_is_median_without_first_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    records = [{"kind": "start", "step": 0, "time": 0.0}]
+    records += [{"kind": "train", "step": s, "time": t} for s, t in [(1, 100.0), (2, 102.0), (3, 104.0), (4, 110.0), (5, 112.0)]]
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    assert measured_seconds_per_step(path) == 2.0
+
+
+def test_recipe_summary_counts_removals():
+    stats = {
+        "totals": {"documents_in": 10, "documents_out": 4},
+        "operators": [
+            {"operator": "words_num_filter", "docs_removed": 5},
+            {"operator": "clean_html_mapper", "docs_removed": 0},
+            {"operator": "text_length_filter", "docs_removed": 1},
+        ],
+    }
+    summary = recipe_summary(stats)
+    assert summary["kept_fraction"] == 0.4
+    assert summary["top_removals"] == [("words_num_filter", 5), ("text_length_filter", 1)]
+
+
+def test_demo_rejects_bad_budget():
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "demo", "--steps", "0"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "--steps must be at least 1" in result.stderr
+
+
+@pytest.mark.timeout(1800)
+def test_fast_demo_end_to_end(tmp_path):
+    output = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "demo", "--fast", "--output", str(output)],
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"report: {output / 'report.md'}" in result.stdout
+
+    report = json.loads((output / "report.json").read_text(encoding="utf-8"))
+    for chart in report["charts"].values():
+        assert (output / chart).is_file()
+    assert (output / "report.md").read_text(encoding="utf-8").startswith("# Steel demo report (fast)")
+
+    assert report["validation"]["loss"] < report["unigram_baseline_loss"]
+    assert report["sentiment"]["sft"]["questions"] == 200
+    assert report["sentiment"]["sft"]["accuracy"] >= 0.65
+    assert report["contamination"] == {"exact_in_pretraining": 0, "exact_in_sft": 0}
+
+    # A rerun reuses every stage.
+    rerun = subprocess.run(
+        [sys.executable, "-m", "steel", "demo", "--fast", "--output", str(output)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stdout.count(": reused") >= 8
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_full_demo_reaches_targets(tmp_path):
+    output = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "demo", "--output", str(output)], capture_output=True, text=True, timeout=3600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((output / "report.json").read_text(encoding="utf-8"))
+    assert report["unigram_baseline_loss"] - report["validation"]["loss"] >= 0.5
+    assert report["sentiment"]["sft"]["questions"] >= 500
+    assert report["sentiment"]["sft"]["accuracy"] >= 0.80
