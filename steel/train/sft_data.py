@@ -263,6 +263,8 @@ def choice_messages(record: dict, variant: str) -> tuple[list[list[dict]], bool]
     sample only.
     """
     question = _text(record.get("question"), "question").strip()
+    if not question:
+        raise RecordError("missing field 'question'", "a multiple-choice record needs a question")
     options = _choice_options(record)
     letters = [letter for letter, _ in options]
     answer = _text(record.get("answer"), "answer").strip().upper()

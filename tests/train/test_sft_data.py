@@ -105,6 +105,13 @@ def test_multiple_choice_with_and_without_worked_answer():
     assert [c[1]["content"] for c in unexplained] == ["Answer: B"]
 
 
+def test_multiple_choice_without_question_is_rejected():
+    from steel.data.sources.base import RecordError
+
+    with pytest.raises(RecordError, match="missing field 'question'"):
+        convert({"choices": ["1", "2"], "answer": "A"}, format="multiple_choice")
+
+
 def test_load_jsonl_counts_every_skip(tmp_path):
     path = tmp_path / "mixed.jsonl"
     write_jsonl(path, [
