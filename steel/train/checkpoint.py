@@ -11,9 +11,9 @@ Layout of one checkpoint, `RUN_DIR/checkpoints/step-00001000/`:
                         FSDP runs, each rank writes its own shards)
     rng-rank00000.json  RNG states of each rank (Python, NumPy, torch CPU and CUDA)
 
-Every rank writes into `step-00001000.tmp/`; rank 0 renames it to its final name only after all
-files are complete, so a crash mid-write leaves a `.tmp` directory that is never picked up and is
-removed by the next save. Both formats load into any world size: DCP reshards, and a full
+Every rank writes into `step-00001000.tmp/`, and rank 0 renames it to its final name only after all
+files are complete. A crash mid-write therefore leaves a `.tmp` directory, which is never loaded
+and which the next save removes. Both formats load into any world size: DCP reshards, and a full
 checkpoint is split by `set_model_state_dict(full_state_dict=True)`.
 """
 

@@ -3,8 +3,8 @@
 A recipe is a YAML mapping whose top-level keys are the sections below (`model`, `data`,
 `optimizer`, `schedule`, `batch`, `precision`, `system`, `checkpoint`, `logging`) plus a few
 top-level fields (`run_dir`, `seed`, ...). Every field has a default taken from the Steel-LLM
-report where the report gives one; the string under each field is its documentation and is what
-`steel pretrain --print-config` shows.
+report where the report gives one. The string under each field is its documentation, which
+`steel pretrain --print-config` prints.
 
 Unknown keys are errors that name the key and the recipe file, so a typo never falls back to a
 default silently.
@@ -88,8 +88,8 @@ class OptimizerConfig:
     """Decoupled weight decay applied to the parameters that `weight_decay_scope` selects."""
 
     weight_decay_scope: str = "all"
-    """Which parameters are decayed: `all` (as the released Steel-LLM run did) or `matrices`
-    (weight matrices only; norms, biases and the input embedding are not decayed)."""
+    """Scope of weight decay: `all` parameters (as the released Steel-LLM run did) or `matrices`
+    (weight matrices only, so norms, biases and the input embedding are not decayed)."""
 
     grad_clip: float = 1.0
     """Maximum global gradient norm; 0 disables clipping."""

@@ -45,7 +45,7 @@ def load_run_tokenizer(config: TrainConfig, manifest):
 
 
 def run_pretraining(config: TrainConfig) -> TrainState:
-    """Pretrain as `config` says, on this process's share of the world (torchrun sets the world)."""
+    """Pretrain with `config` as this process's rank of the world that torchrun set up (or alone)."""
     from steel.data.manifest import load_data_manifest
     from steel.data.stream import PretrainStream, validation_batches
 

@@ -120,8 +120,8 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.d
     """AdamW over two parameter groups: decayed and not decayed (`optimizer.weight_decay_scope`).
 
     Scope `all` decays every parameter, as the released Steel-LLM run did. Scope `matrices` decays
-    only weight matrices: parameters with fewer than 2 dimensions (norm scales, biases) and the
-    input embedding are not decayed; the output layer is decayed unless it is tied to the embedding.
+    only weight matrices, so parameters with fewer than 2 dimensions (norm scales, biases) and the
+    input embedding are not decayed. The output layer is decayed unless it is tied to the embedding.
     """
     opt = config.optimizer
     embedding_ids = {id(p) for p in model.get_input_embeddings().parameters()}
@@ -402,11 +402,11 @@ class Trainer:
         if self.validation_batches is None:
             return None
         world = self.env.world_size
-        wanted = max(world, self.config.logging.eval_batches // world * world)
+        target_count = max(world, self.config.logging.eval_batches // world * world)
         micro_batches = []
         for micro_batch in self.validation_batches():
             micro_batches.append(micro_batch)
-            if len(micro_batches) == wanted:
+            if len(micro_batches) == target_count:
                 break
         usable = len(micro_batches) // world * world
         if usable == 0:

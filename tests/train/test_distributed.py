@@ -33,8 +33,8 @@ def overrides(model_config, run_dir, *extra):
         "batch.global_batch_size=8", "batch.micro_batch_size=2", "optimizer.lr=3e-3",
         "schedule.warmup_steps=2", f"schedule.max_steps={MAX_STEPS}", "system.num_threads=1",
         "system.deterministic=true", "system.loss_chunk_size=48", "logging.log_interval=1",
-        "logging.eval_interval=0", "logging.sample_interval=0", "logging.progress_bar=false",
-        "checkpoint.interval=2", "checkpoint.keep_last=10", *extra,
+        "logging.sample_interval=0", "logging.progress_bar=false",
+        "checkpoint.interval=2", "checkpoint.keep_last=10", "logging.eval_interval=4", *extra,
     ]
 
 
@@ -82,6 +82,12 @@ def test_losses_match_single_process(runs):
     assert sorted(single) == sorted(sharded) == list(range(1, MAX_STEPS + 1))
     for step in single:
         assert sharded[step] == pytest.approx(single[step], rel=1e-5), step
+    # Validation splits its micro-batches over the ranks and all-reduces the token-weighted sums.
+    single_val = {r["step"]: r["val_loss"] for r in read_metrics(runs / "w1") if r["kind"] == "val"}
+    sharded_val = {r["step"]: r["val_loss"] for r in read_metrics(runs / "w2") if r["kind"] == "val"}
+    assert sorted(single_val) == sorted(sharded_val) == [4, 8]
+    for step in single_val:
+        assert sharded_val[step] == pytest.approx(single_val[step], rel=1e-5), step
     meta = ckpt.read_meta(ckpt.latest_checkpoint(runs / "w2"))
     assert (meta["format"], meta["world_size"]) == ("dcp", 2)
     assert ckpt.read_meta(ckpt.latest_checkpoint(runs / "w1"))["format"] == "full"

@@ -3,7 +3,7 @@
     python toy_train.py TOKENS.npy key=value ... [--dump-grads OUT.safetensors] [--step-delay S]
 
 With --dump-grads it first runs the first step's forward and backward and writes the full
-gradients (rank 0), so tests can compare gradients across world sizes; it then clears them and
+gradients (rank 0), so tests can compare gradients across world sizes. It then clears them and
 trains from the start. --step-delay sleeps after each step, so a test can kill the run midway.
 """
 

@@ -52,7 +52,7 @@ class ToyStream:
     """A step source over a token array with the same global order for every world size.
 
     Step k's global batch is `global_batch_size` windows of `block_size + 1` tokens at offsets drawn
-    from a generator seeded with (seed, k); rank r takes rows [r * local, (r + 1) * local).
+    from a generator seeded with (seed, k). Rank r takes rows [r * local, (r + 1) * local).
     """
 
     def __init__(self, tokens: np.ndarray, block_size: int, global_batch_size: int,
