@@ -365,3 +365,17 @@ def test_output_hidden_states(random_ids):
     torch.testing.assert_close(output.hidden_states[-1], hidden)
     with pytest.raises(ValueError, match="output_attentions"):
         model(random_ids, output_attentions=True)
+
+
+def test_long_packed_row_keeps_segments_apart():
+    # Rounding in the earlier segments' running sums must not reach a later segment.
+    model = tiny_model("soft_moe_causal", max_position_embeddings=1024)
+    ids = torch.randint(0, VOCAB_SIZE, (1, 1024), generator=torch.Generator().manual_seed(5))
+    segment_ids = torch.zeros_like(ids)
+    segment_ids[:, 1000:] = 1
+
+    with torch.no_grad():
+        packed = model(ids, segment_ids=segment_ids).logits[:, 1000:]
+        alone = model(ids[:, 1000:]).logits
+
+    torch.testing.assert_close(packed, alone, atol=1e-6, rtol=0)
