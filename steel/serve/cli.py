@@ -14,7 +14,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a run directory, a checkpoint directory or an exported model directory")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda when available)")
     parser.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="cast the weights (default: as stored)"
+        "--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="dtype of the weights (default float32)"
     )
 
 
@@ -133,6 +133,12 @@ def serve_parser(parser: argparse.ArgumentParser) -> None:
         "--max-request-bytes", type=int, default=1 << 20, help="largest request body in bytes (default 1 MiB)"
     )
     parser.add_argument("--max-pending", type=int, default=64, help="requests that may wait in the queue (default 64)")
+    parser.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=20.0,
+        help="how long an idle server waits for more requests to batch with the first, in ms (default 20)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -147,6 +153,8 @@ def serve(args: argparse.Namespace) -> int:
         for name in ("max_batch_size", "max_tokens", "max_request_bytes", "max_pending")
         if (value := getattr(args, name)) < 1
     ]
+    if args.batch_window_ms < 0:
+        problems.append(f"--batch-window-ms must not be negative, got {args.batch_window_ms}")
     if args.max_prompt_tokens is not None and args.max_prompt_tokens < 1:
         problems.append(f"--max-prompt-tokens must be at least 1, got {args.max_prompt_tokens}")
     if problems:
@@ -162,7 +170,8 @@ def serve(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes,
         max_pending=args.max_pending,
     )
-    app = create_app(serving, GenerationWorker(engine, max_pending=args.max_pending), limits)
+    worker = GenerationWorker(engine, max_pending=args.max_pending, batch_window_s=args.batch_window_ms / 1000)
+    app = create_app(serving, worker, limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

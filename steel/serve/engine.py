@@ -92,7 +92,7 @@ def collect_stop_ids(model: torch.nn.Module, tokenizer) -> frozenset[int]:
 
 
 def supports_kv_cache(model: torch.nn.Module) -> bool:
-    """Whether decoding may reuse past keys and values instead of recomputing the prefix."""
+    """Return whether decoding may reuse past keys and values instead of recomputing the prefix."""
     config = model.config
     if getattr(config, "ffn_type", None) == "soft_moe":
         # Cached decoding of the faithful Soft MoE computes a different function than the trained
@@ -102,7 +102,7 @@ def supports_kv_cache(model: torch.nn.Module) -> bool:
 
 
 def supports_batching(model: torch.nn.Module) -> bool:
-    """Whether rows of a padded batch are independent; the faithful Soft MoE mixes a whole sequence."""
+    """Return whether rows of a padded batch are independent (the faithful Soft MoE mixes a whole sequence)."""
     return getattr(model.config, "ffn_type", None) != "soft_moe"
 
 
@@ -164,11 +164,11 @@ class _Row:
         if self.finished:
             return
         if flush and reason != FINISH_CANCELLED:
-            held = self.decoder.flush()
+            remaining = self.decoder.flush()
             if reason == FINISH_LENGTH:
-                # The token limit cut a character short; end the text before it instead of with U+FFFD.
-                held = held.rstrip(REPLACEMENT_CHARACTER)
-            text, stopped = self.stop_filter.push(held)
+                # The token limit cut a character short, so end the text before it instead of with U+FFFD.
+                remaining = remaining.rstrip(REPLACEMENT_CHARACTER)
+            text, stopped = self.stop_filter.push(remaining)
             if not stopped:
                 text += self.stop_filter.flush()
             self._emit(text)
@@ -331,12 +331,15 @@ class GenerationWorker:
     """A thread that takes requests from a bounded queue and generates them in batches.
 
     Requests that wait while a batch runs form the next batch, up to the engine's
-    `max_batch_size`. A request whose client went away is cancelled at its next decoding step.
+    `max_batch_size`. When a request arrives at an idle worker, the worker waits up to
+    `batch_window_s` for others to join it, so clients that send at the same moment share a
+    batch. A request whose client went away is cancelled at its next decoding step.
     """
 
-    def __init__(self, engine: Engine, max_pending: int = 64):
+    def __init__(self, engine: Engine, max_pending: int = 64, batch_window_s: float = 0.02):
         self.engine = engine
         self.max_pending = max_pending
+        self.batch_window_s = batch_window_s
         self.queue: queue.Queue[GenerationRequest | None] = queue.Queue(maxsize=max_pending)
         self.recent: collections.deque[GenerationResult] = collections.deque(maxlen=256)
         self._running: list[GenerationRequest] = []
@@ -376,9 +379,10 @@ class GenerationWorker:
             if request is None:
                 return
             batch = [request]
+            deadline = time.monotonic() + self.batch_window_s
             while len(batch) < self.engine.max_batch_size:
                 try:
-                    request = self.queue.get_nowait()
+                    request = self.queue.get(timeout=max(deadline - time.monotonic(), 1e-6))
                 except queue.Empty:
                     break
                 if request is None:

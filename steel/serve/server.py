@@ -139,7 +139,7 @@ class BodySizeLimit:
         message = f"the request body is larger than the limit of {self.max_bytes} bytes"
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(413, message, code="request_too_large")(scope, receive, send)
+            await self._reject(scope, receive, send, message)
             return
 
         chunks, size = [], 0
@@ -150,7 +150,7 @@ class BodySizeLimit:
             chunks.append(event.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                await error_response(413, message, code="request_too_large")(scope, receive, send)
+                await self._reject(scope, receive, send, message)
                 return
             if not event.get("more_body", False):
                 break
@@ -165,6 +165,11 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _reject(scope, receive, send, message: str) -> None:
+        logger.warning("%s %s -> 413: %s", scope["method"], scope["path"], message)
+        await error_response(413, message, code="request_too_large")(scope, receive, send)
 
 
 def create_app(serving: ServingModel, worker: GenerationWorker, limits: ServerLimits | None = None) -> FastAPI:
@@ -505,6 +510,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
+        logger.warning("%s %s -> %d: %s", request.method, request.url.path, error.status_code, error.detail)
         return error_response(error.status_code, str(error.detail))
 
     @app.exception_handler(Exception)

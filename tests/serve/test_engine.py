@@ -10,6 +10,7 @@ from steel.serve.engine import (
     Engine,
     GenerationRequest,
     GenerationWorker,
+    ServerBusy,
     collect_stop_ids,
 )
 from steel.serve.decoding import REPLACEMENT_CHARACTER
@@ -153,3 +154,10 @@ def test_worker_batches_waiting_requests(engine):
 
     results = {result.request_id: result.text for result in worker.recent}
     assert [results[request.request_id] for request in requests] == [reply for _, reply in CONVERSATIONS]
+
+
+def test_worker_rejects_when_queue_full(engine):
+    worker = GenerationWorker(engine, max_pending=1)
+    worker.submit(GenerationRequest([1], GREEDY))
+    with pytest.raises(ServerBusy):
+        worker.submit(GenerationRequest([1], GREEDY))
