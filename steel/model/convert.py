@@ -1,8 +1,8 @@
 """Write Steel models as Hugging Face directories.
 
 - `convert_released(src, out)`: a released Steel-LLM directory (model_type qwen2 with FFN_type)
-  becomes a `model_type: steel` directory with the same tensor names; `modeling_steel.py` is
-  copied beside the weights so `trust_remote_code=True` loads it without the steel package.
+  becomes a `model_type: steel` directory with the same tensor names. `modeling_steel.py` is
+  copied beside the weights, so `trust_remote_code=True` loads it without the steel package.
 - `export_pretrained(model, out)`: a Soft-MoE model is written the same way; a dense model is
   written as a native `qwen2` directory that needs no remote code.
 """

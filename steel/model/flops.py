@@ -1,9 +1,9 @@
 """FLOPs per token of a Steel configuration, counted with `torch.utils.flop_counter`.
 
-6N (six FLOPs per parameter per token) is wrong for both Soft MoE variants: the faithful one
-runs its experts on n_experts * slots_per_expert slots per sequence, so the expert cost per
-token shrinks with the sequence length, and the causal one runs them on that many slots per
-position. Counting the real forward (and backward) pass covers every variant. The model is built
+6N (six FLOPs per parameter per token) is wrong for both Soft MoE variants. The faithful one runs
+its experts on n_experts * slots_per_expert slots per sequence, so their cost per token shrinks
+as the sequence grows. The causal one runs them on that many slots per position. Counting the
+real forward (and backward) pass covers every variant. The model is built
 on the meta device, so even `steel-1b` is counted in about a second without allocating weights.
 """
 

@@ -715,8 +715,8 @@ class SteelModel(SteelPreTrainedModel):
         if full_mask is not None and bool(full_mask.all()):
             full_mask = None
         flash = self.config._attn_implementation.startswith("flash")
-        # Without a mask, sdpa's causal mask is aligned to the top-left corner, which is right only
-        # when there is no past or a single query; flash kernels align it to the bottom right.
+        # Without a mask, sdpa aligns its causal mask to the top-left corner. That is right only
+        # when there is no past or a single query. Flash kernels align it to the bottom right.
         if full_mask is None and segment_index is None and (past_len == 0 or seq_len == 1 or flash):
             return None
         if flash:
