@@ -111,6 +111,7 @@ def test_clean_rerun_skips_finished_shards(corpus, tmp_path):
     work = output / "work"
     (work / "logs" / "clean" / "completions" / "00001").unlink()
     shutil.rmtree(work / "dedup")
+    shutil.rmtree(work / "logs" / "dedup")
     shutil.rmtree(work / "logs" / "write")
     (output / "shards" / "00001.jsonl").unlink()
     # Shard 0's input changes: a skipped task does not see the change.
@@ -126,6 +127,23 @@ def test_clean_rejects_other_inputs_in_same_output(corpus, tmp_path):
     _clean(corpus[:1], tmp_path / "out")
     with pytest.raises(SystemExit, match="other inputs or another recipe"):
         _clean(corpus, tmp_path / "out")
+
+
+def test_stages_run_elsewhere_then_stats_merges(corpus, zh_web_output, tmp_path, capsys):
+    from datatrove.executor import LocalPipelineExecutor
+
+    from steel.data.clean.pipeline import CleanConfig, build_stages
+    from steel.data.clean.recipe import load_recipe
+
+    # What a Slurm submission does, with datatrove's local executor standing in for sbatch.
+    output = tmp_path / "out"
+    config = CleanConfig(load_recipe("zh-web"), inputs=list(corpus), output_dir=output)
+    for name, pipeline, num_tasks in build_stages(config):
+        LocalPipelineExecutor(pipeline, tasks=num_tasks, workers=1, logging_dir=str(output / "work" / "logs" / name)).run()
+    assert not (output / "stats.json").exists()
+    assert main(["data", "stats", str(output)]) == 0
+    assert "recipe zh-web: 11 documents in, 6 out" in capsys.readouterr().out
+    assert (output / "stats.json").read_bytes() == (zh_web_output[0] / "stats.json").read_bytes()
 
 
 def test_clean_compressed_shards(corpus, tmp_path):

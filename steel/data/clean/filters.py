@@ -11,13 +11,13 @@ import math
 import re
 from collections import Counter
 
-from steel.data.clean.text import TextView, as_view, count_special_chars, is_special_char, strip_special
+from steel.data.clean.text import TextView, as_view, is_special_char, remove_special_chars, strip_special
 
 logger = logging.getLogger(__name__)
 
 
-def _count_alnum(text: str) -> int:
-    return sum(1 for char in text if char.isalnum())
+def _count_alnum(view: TextView) -> int:
+    return sum(n for char, n in view.char_counts().items() if char.isalnum())
 
 
 def alphanumeric_ratio(text: "str | TextView", tokenization: bool = False) -> float:
@@ -29,7 +29,7 @@ def alphanumeric_ratio(text: "str | TextView", tokenization: bool = False) -> fl
     view = as_view(text)
     if not view.text:
         return 0.0
-    num_alnum = _count_alnum(view.text)
+    num_alnum = _count_alnum(view)
     if tokenization:
         from steel.data.clean.code import count_tokens
 
@@ -71,10 +71,11 @@ def character_repetition_ratio(text: "str | TextView", rep_len: int = 10) -> flo
 
 def special_characters_ratio(text: "str | TextView") -> float:
     """Punctuation, symbols (emoji included), digits and whitespace per character."""
-    text = as_view(text).text
-    if not text:
+    view = as_view(text)
+    if not view.text:
         return 0.0
-    return count_special_chars(text) / len(text)
+    num_special = sum(n for char, n in view.char_counts().items() if is_special_char(char))
+    return num_special / len(view.text)
 
 
 def text_length(text: "str | TextView") -> int:
@@ -104,18 +105,19 @@ def word_repetition_ratio(text: "str | TextView", rep_len: int = 10, unit: str =
 _JIEBA_BLOCK = re.compile("[\u4e00-\u9fd5a-zA-Z0-9+#&._%\\-]+")
 
 
-def jieba_words_num_bounds(text: str) -> tuple[int, int]:
+def jieba_words_num_bounds(text: "str | TextView") -> tuple[int, int]:
     """Lower and upper bounds of `words_num(text, unit="jieba")`, without segmenting.
 
     jieba splits the text into blocks of `_JIEBA_BLOCK` characters and segments each block; every
     other non-space character is a token of its own. A block with a non-special character yields
     at least one counted word, and every counted word holds at least one non-special character.
     """
-    lower = sum(1 for block in _JIEBA_BLOCK.findall(text) if strip_special(block))
-    outside = _JIEBA_BLOCK.sub("", text)
-    lower += sum(1 for char in outside if not is_special_char(char))
-    upper = len(text) - count_special_chars(text)
-    return lower, upper
+    view = as_view(text)
+    lower = sum(1 for block in _JIEBA_BLOCK.findall(view.text) if strip_special(block))
+    outside = _JIEBA_BLOCK.sub("", view.text)
+    lower += len(remove_special_chars(outside))
+    num_special = sum(n for char, n in view.char_counts().items() if is_special_char(char))
+    return lower, len(view.text) - num_special
 
 
 def word_repetition_upper_bound(text: str, rep_len: int, num_words_lower: int) -> float:
@@ -127,7 +129,7 @@ def word_repetition_upper_bound(text: str, rep_len: int, num_words_lower: int) -
     most the positions of repeated character n-grams, and there are at least
     `num_words_lower - rep_len + 1` word n-grams.
     """
-    letters = "".join(char for char in text.lower() if not is_special_char(char))
+    letters = remove_special_chars(text.lower())
     counts = Counter(letters[i : i + rep_len] for i in range(len(letters) - rep_len + 1))
     repeated_positions = sum(c for c in counts.values() if c > 1)
     if repeated_positions == 0:

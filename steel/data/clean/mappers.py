@@ -310,12 +310,9 @@ _SENTENCE_PIECE = re.compile(r"[^.!?。！？]*(?:[.!?。！？]+[”’」』�
 
 
 def _sentence_key(sentence: str, lowercase: bool, ignore_special_character: bool) -> str:
-    from steel.data.clean.text import is_special_char
+    from steel.data.clean.text import remove_special_chars
 
-    if ignore_special_character:
-        sentence = "".join(c for c in sentence if not is_special_char(c))
-    else:
-        sentence = sentence.strip()
+    sentence = remove_special_chars(sentence) if ignore_special_character else sentence.strip()
     return sentence.lower() if lowercase else sentence
 
 
@@ -359,6 +356,8 @@ def _removal_table(chars: str) -> dict[int, None]:
 
 
 def remove_specific_chars(text: str, chars_to_remove: str = DEFAULT_CHARS_TO_REMOVE) -> str:
+    if not any(char in text for char in chars_to_remove):
+        return text
     return text.translate(_removal_table(chars_to_remove))
 
 
@@ -371,7 +370,11 @@ _WHITESPACE_TABLE = {
 }  # fmt: skip
 
 
+_WHITESPACE_HINT = re.compile("[" + "".join(map(chr, _WHITESPACE_TABLE)) + "]")
+
+
 def whitespace_normalization(text: str) -> str:
     """Turn Unicode spaces (no-break, ideographic, ...) into ASCII spaces, drop zero-width characters, strip."""
-    text = text.translate(_WHITESPACE_TABLE)
+    if _WHITESPACE_HINT.search(text):
+        text = text.translate(_WHITESPACE_TABLE)
     return text.replace("\r\n", "\n").strip()

@@ -133,7 +133,7 @@ class Operator:
         them); the statistic is computed only when the bounds cannot decide.
         """
         if self.params.get("unit") == "jieba" and self.name in ("words_num_filter", "word_repetition_filter"):
-            lower, upper = filters.jieba_words_num_bounds(view.text)
+            lower, upper = filters.jieba_words_num_bounds(view)
             if self.name == "words_num_filter" and self.min_value <= lower and upper <= self.max_value:
                 return True, None
             if self.name == "word_repetition_filter" and self.min_value <= 0:

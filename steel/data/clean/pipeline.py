@@ -317,13 +317,28 @@ def find_duplicates(config: CleanConfig) -> dict:
 def _plan(config: CleanConfig) -> dict:
     return {
         "inputs": [str(p) for p in config.inputs],
+        "recipe_source": config.recipe.source,
         "recipe_fingerprint": config.recipe.fingerprint(),
         "compression": config.compression,
+        "num_examples": config.num_examples,
     }
 
 
-def _check_plan(config: CleanConfig) -> None:
-    """A rerun must clean the same inputs with the same recipe, or finished shards would be stale."""
+def finish_from_plan(output_dir: Path) -> dict:
+    """Merge the statistics of a run whose stages ran elsewhere (Slurm), from its work/plan.json."""
+    from steel.data.clean.recipe import load_recipe
+
+    plan = json.loads((output_dir / "work" / "plan.json").read_text(encoding="utf-8"))
+    recipe = load_recipe(plan["recipe_source"])
+    if recipe.fingerprint() != plan["recipe_fingerprint"]:
+        raise SystemExit(f"{plan['recipe_source']} changed since the run in {output_dir} started; restore it to merge the statistics")
+    config = CleanConfig(recipe, [Path(p) for p in plan["inputs"]], output_dir, compression=plan["compression"], num_examples=plan["num_examples"])
+    return finish(config)
+
+
+def _prepare_output(config: CleanConfig) -> None:
+    """Create the work directory; a rerun must clean the same inputs with the same recipe."""
+    config.work_dir.mkdir(parents=True, exist_ok=True)
     plan_path = config.work_dir / "plan.json"
     plan = _plan(config)
     if plan_path.is_file():
@@ -338,8 +353,7 @@ def _check_plan(config: CleanConfig) -> None:
         io.write_json(plan_path, plan)
 
 
-def _executor(config: CleanConfig, pipeline: list, stage: str):
-    num_tasks = len(config.inputs)
+def _executor(config: CleanConfig, pipeline: list, stage: str, num_tasks: int):
     workers = min(config.workers or os.cpu_count() or 1, num_tasks)
     logging_dir = str(config.work_dir / "logs" / stage)
     if config.executor == "local":
@@ -379,46 +393,67 @@ def _init_ray(address: str | None, num_cpus: int) -> None:
     )
 
 
+def build_stages(config: CleanConfig) -> list[tuple[str, list, int]]:
+    """The datatrove stages of a run as (name, pipeline, number of tasks), to run in order.
+
+    `clean` cleans each input file; with deduplicators, `dedup` matches their signatures across all
+    shards in one task and `write` writes each shard without the duplicates. Any datatrove executor
+    runs them (local, Ray, Slurm with `depends=` on the previous stage).
+    """
+    recipe, work = config.recipe, config.work_dir
+    _prepare_output(config)
+    inputs = [str(p) for p in config.inputs]
+    num_shards = len(inputs)
+    final_names = [config.shard_name(r) for r in range(num_shards)]
+    shard_dir = str(config.output_dir / "shards")
+
+    clean = [ReadShard(inputs, recipe.text_key, str(work))]
+    clean += [ApplyOperator(op, str(work), config.num_examples) for op in recipe.per_document]
+    if not recipe.deduplicators:
+        clean.append(WriteShard(shard_dir, final_names, recipe.text_key, str(work / "shard_summary")))
+        return [("clean", clean, num_shards)]
+
+    # Before dedup the cleaned text is kept under "__text__", so no input field can collide with it.
+    cleaned_names = [f"{r:05d}.jsonl" for r in range(num_shards)]
+    clean.append(ComputeSignatures(recipe.deduplicators, str(work)))
+    clean.append(WriteShard(str(work / "cleaned"), cleaned_names, "__text__", str(work / "cleaned_summary")))
+    removed_path = str(work / "dedup" / "removed.json")
+    write = [
+        DropDuplicates(str(work / "cleaned"), removed_path),
+        WriteShard(shard_dir, final_names, recipe.text_key, str(work / "shard_summary")),
+    ]
+    return [("clean", clean, num_shards), ("dedup", [FindDuplicates(config, removed_path)], 1), ("write", write, num_shards)]
+
+
+class FindDuplicates(PipelineStep):
+    """The global half of dedup: one task matches every shard's signatures and lists the duplicates."""
+
+    name = "find duplicates"
+    type = "steel"
+
+    def __init__(self, config: CleanConfig, removed_path: str):
+        super().__init__()
+        self.config, self.removed_path = config, removed_path
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> None:
+        logger.info("matching dedup signatures across %d shard(s)", len(self.config.inputs))
+        io.write_json(self.removed_path, find_duplicates(self.config))
+
+
 def run_clean(config: CleanConfig) -> dict:
     """Clean `config.inputs` with the recipe into `config.output_dir`; return the merged statistics."""
-    recipe, work = config.recipe, config.work_dir
-    work.mkdir(parents=True, exist_ok=True)
-    _check_plan(config)
-    inputs = [str(p) for p in config.inputs]
-    has_dedup = bool(recipe.deduplicators)
-    shard_dir = config.output_dir / "shards"
-
-    stage1_dir = work / "cleaned" if has_dedup else shard_dir
-    stage1_names = [f"{r:05d}.jsonl" for r in range(len(inputs))] if has_dedup else [config.shard_name(r) for r in range(len(inputs))]
-    pipeline = [ReadShard(inputs, recipe.text_key, str(work))]
-    pipeline += [ApplyOperator(op, str(work), config.num_examples) for op in recipe.per_document]
-    if has_dedup:
-        pipeline.append(ComputeSignatures(recipe.deduplicators, str(work)))
-        pipeline.append(WriteShard(str(stage1_dir), stage1_names, "__text__", str(work / "cleaned_summary")))
-    else:
-        pipeline.append(WriteShard(str(stage1_dir), stage1_names, recipe.text_key, str(work / "shard_summary")))
-    logger.info("cleaning %d input shard(s) with recipe %s (%s executor)", len(inputs), recipe.name, config.executor)
-    _executor(config, pipeline, "clean").run()
-
-    dedup_stats = []
-    if has_dedup:
-        removed_path = work / "dedup" / "removed.json"
-        if not removed_path.is_file():
-            logger.info("matching dedup signatures across %d shard(s)", len(inputs))
-            io.write_json(removed_path, find_duplicates(config))
-        dedup_stats = json.loads(removed_path.read_text(encoding="utf-8"))["stats"]
-        final = [
-            DropDuplicates(str(work / "cleaned"), str(removed_path)),
-            WriteShard(str(shard_dir), [config.shard_name(r) for r in range(len(inputs))], recipe.text_key, str(work / "shard_summary")),
-        ]
-        _executor(config, final, "write").run()
-
-    return finish(config, dedup_stats)
+    stages = build_stages(config)
+    logger.info("cleaning %d input shard(s) with recipe %s (%s executor)", len(config.inputs), config.recipe.name, config.executor)
+    for name, pipeline, num_tasks in stages:
+        _executor(config, pipeline, name, num_tasks).run()
+    return finish(config)
 
 
-def finish(config: CleanConfig, dedup_stats: list[dict]) -> dict:
+def finish(config: CleanConfig) -> dict:
     """Merge per-shard statistics into stats.json, examples/ and manifest.json."""
     work, out, recipe = config.work_dir, config.output_dir, config.recipe
+    removed_path = work / "dedup" / "removed.json"
+    dedup_stats = json.loads(removed_path.read_text(encoding="utf-8"))["stats"] if recipe.deduplicators else []
     num_shards = len(config.inputs)
     inputs = [json.loads((work / "stats" / f"{r:05d}" / "input.json").read_text(encoding="utf-8")) for r in range(num_shards)]
     per_op = []

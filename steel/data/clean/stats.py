@@ -92,6 +92,10 @@ def load_stats(path: str | Path) -> dict:
     """stats.json of a cleaned output directory (or the file itself)."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "stats.json").is_file() and (path / "work" / "plan.json").is_file():
+            from steel.data.clean.pipeline import finish_from_plan
+
+            return finish_from_plan(path)  # stages run by another executor: merge their statistics now
         path = path / "stats.json"
     if not path.is_file():
         raise SystemExit(f"{path} not found: give an output directory of `steel data clean` or its stats.json")

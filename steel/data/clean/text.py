@@ -19,6 +19,7 @@ import logging
 import re
 import string
 import unicodedata
+from collections import Counter
 from functools import cache
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,22 @@ def is_special_char(char: str) -> bool:
 
 
 def count_special_chars(text: str) -> int:
-    # Counting distinct characters first keeps the cached predicate calls to the alphabet size.
-    counts: dict[str, int] = {}
-    for char in text:
-        counts[char] = counts.get(char, 0) + 1
-    return sum(n for char, n in counts.items() if is_special_char(char))
+    return sum(n for char, n in Counter(text).items() if is_special_char(char))
+
+
+@cache
+def special_chars_table() -> dict[int, None]:
+    """A `str.translate` table that deletes every special character."""
+    table = dict.fromkeys(map(ord, _ASCII_SPECIAL))
+    for code in range(0x80, 0x110000):
+        category = unicodedata.category(chr(code))
+        if category[0] in _SPECIAL_CATEGORIES or category in _SPECIAL_EXACT_CATEGORIES:
+            table[code] = None
+    return table
+
+
+def remove_special_chars(text: str) -> str:
+    return text.translate(special_chars_table())
 
 
 def strip_special(token: str) -> str:
@@ -77,14 +89,15 @@ def _jieba():
     return jieba
 
 
+@cache
+def _is_word(token: str) -> bool:
+    # Tokens repeat a lot within and across documents, so the check is cached per token.
+    return not token.isspace() and bool(strip_special(token))
+
+
 def jieba_words(text: str) -> list[str]:
     """Words from jieba's segmenter, lowercased, without whitespace and punctuation-only tokens."""
-    words = []
-    for token in _jieba().lcut(text):
-        if token.isspace() or not strip_special(token):
-            continue
-        words.append(token.lower())
-    return words
+    return [token.lower() for token in _jieba().lcut(text) if _is_word(token)]
 
 
 WORD_UNITS = ("space", "jieba")
@@ -102,13 +115,20 @@ def split_sentences(text: str) -> list[str]:
 class TextView:
     """One document's text with its units computed on first use and then shared between operators."""
 
-    __slots__ = ("text", "_words", "_lines", "_sentences")
+    __slots__ = ("text", "_words", "_lines", "_sentences", "_char_counts")
 
     def __init__(self, text: str):
         self.text = text
         self._words: dict[str, list[str]] = {}
         self._lines: list[str] | None = None
         self._sentences: list[str] | None = None
+        self._char_counts: Counter | None = None
+
+    def char_counts(self) -> Counter:
+        """How often each distinct character occurs."""
+        if self._char_counts is None:
+            self._char_counts = Counter(self.text)
+        return self._char_counts
 
     def words(self, unit: str) -> list[str]:
         if unit not in self._words:
