@@ -26,6 +26,7 @@ class EvalModel:
     """A `SteelTokenizer`: `encode(text, allow_special=False)`, `decode(ids)`, `eos_id`, `pad_id`, `special_ids`."""
     chat_template: str | None = None
     provenance: dict = field(default_factory=dict)
+    _hf_tokenizer: object = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -67,9 +68,22 @@ class EvalModel:
         return self.tokenizer.decode(ids)
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        """Encode a conversation ending in the assistant header, ready for generation (Qwen1.5 ChatML)."""
-        from steel.tokenizer.chat import encode_chat
+        """Encode a conversation ending in the assistant header, ready for generation.
 
+        Qwen1.5 ChatML is encoded as SFT encodes it, with markers from special ids. A model whose
+        own `chat_template` renders the conversation differently (another model family) gets its
+        template's text, encoded with special tokens allowed.
+        """
+        from steel.tokenizer.chat import encode_chat, render_chat
+
+        if self.chat_template is not None and hasattr(self.tokenizer, "to_hf"):
+            if self._hf_tokenizer is None:
+                self._hf_tokenizer = self.tokenizer.to_hf()
+            text = self._hf_tokenizer.apply_chat_template(
+                messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+            )
+            if text != render_chat(messages, add_generation_prompt=True):
+                return self.tokenizer.encode(text, allow_special=True)
         ids, _ = encode_chat(self.tokenizer, messages, add_generation_prompt=True)
         return ids
 

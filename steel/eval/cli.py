@@ -66,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         print(result["markdown"])
 
+    if args.submission is not None:
+        from steel.eval.report import ceval_submission, write_json_atomic
+
+        write_json_atomic(args.submission, ceval_submission(results[-1]["_question_results"]))
+        logger.info("wrote the C-Eval submission file %s", args.submission)
     if args.output is not None:
         _write_outputs(args, results)
     return 0
@@ -261,9 +266,10 @@ def _run_perplexity(args: argparse.Namespace, loaded) -> dict:
 
 
 def _write_outputs(args: argparse.Namespace, results: list[dict]) -> None:
-    from steel.eval.report import ceval_submission, plot_over_tokens, write_json_atomic, write_text_atomic
+    from steel.eval.report import plot_over_tokens, write_json_atomic, write_text_atomic
 
-    question_results = [result.pop("_question_results", None) for result in results]
+    for result in results:
+        result.pop("_question_results", None)
     markdown = "\n".join(result.pop("markdown") for result in results)
     if args.all_checkpoints:
         points = _metric_points(results)
@@ -277,10 +283,6 @@ def _write_outputs(args: argparse.Namespace, results: list[dict]) -> None:
         write_json_atomic(args.output, results[0])
     write_text_atomic(args.output.with_suffix(".md"), markdown)
     logger.info("wrote %s and %s", args.output, args.output.with_suffix(".md"))
-
-    if args.submission is not None:
-        write_json_atomic(args.submission, ceval_submission(question_results[-1]))
-        logger.info("wrote the C-Eval submission file %s", args.submission)
 
 
 def _metric_points(results: list[dict]) -> list[dict]:

@@ -244,6 +244,11 @@ class MultipleChoiceScorer:
                 continuation = self.eval_model.encode(self.format.answer_separator + text)
                 if not continuation:
                     raise ValueError(f"question {question.subject}/{question.id}: option {letter} is empty")
+                if len(continuation) >= self.max_length:
+                    raise ValueError(
+                        f"question {question.subject}/{question.id}: option {letter} has {len(continuation)} tokens, "
+                        f"no room for context in max_length={self.max_length}"
+                    )
                 ids = (context + continuation)[-self.max_length :]
                 rows.append((index, letter, ids, len(ids) - len(continuation)))
 
@@ -285,7 +290,11 @@ class MultipleChoiceScorer:
             eos_token_id=self.eval_model.stop_ids,
             pad_token_id=tokenizer.pad_id,
         )
-        sequences = [self.eval_model.encode_chat(self._messages(prompt)) for prompt in prompts]
+        budget = self.max_length - self.config.max_new_tokens
+        if budget < 1:
+            raise ValueError(f"max_new_tokens={self.config.max_new_tokens} leaves no room for a prompt in max_length={self.max_length}")
+        # A prompt flagged over_context is cut on the left, like in the other modes.
+        sequences = [self.eval_model.encode_chat(self._messages(prompt))[-budget:] for prompt in prompts]
         results: list[QuestionResult | None] = [None] * len(questions)
         for indices in self._batches(sequences):
             replies = self._generate([sequences[i] for i in indices], generation_config)

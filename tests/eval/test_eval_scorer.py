@@ -229,3 +229,15 @@ def test_shots_dropped_when_over_context(dense_model):
     assert [r.num_shots for r in full.results] == [5, 5, 5]
     assert all(r.num_shots < 5 for r in short.results)
     assert not any(r.over_context for r in short.results)
+
+
+def test_chat_encoding_follows_model_template(tokenizer):
+    messages = [{"role": "user", "content": "3加2等于多少？"}]
+    qwen_like = as_eval_model(SimpleNamespace(model=AlwaysLetterModel(1, 0), tokenizer=tokenizer, chat_template=None))
+    from steel.tokenizer.chat import encode_chat
+
+    assert qwen_like.encode_chat(messages) == encode_chat(tokenizer, messages, add_generation_prompt=True)[0]
+
+    template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}"
+    other = as_eval_model(SimpleNamespace(model=AlwaysLetterModel(1, 0), tokenizer=tokenizer, chat_template=template))
+    assert other.encode_chat(messages) == tokenizer.encode("[user]3加2等于多少？\n[assistant]", allow_special=True)
