@@ -319,3 +319,33 @@ def test_dpo_resume_with_precomputed_reference(dpo_runs, workdir, tokenizer_dir,
 
     expected = [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "train"][4:]
     assert [r["loss"] for r in read_metrics(resumed) if r["kind"] == "train"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.slow  # about 25 s of CPU time: two torchrun processes plus a single-process run
+@pytest.mark.parametrize("precompute", [False, True])
+def test_dpo_two_ranks_match_one_process(workdir, tokenizer_dir, pairs_path, precompute):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    single = write_recipe(workdir / f"single-{precompute}.yaml", workdir / f"single-{precompute}", pairs_path,
+                          tokenizer_dir, precompute_reference=precompute, epochs=2)  # fmt: skip
+    double = write_recipe(workdir / f"double-{precompute}.yaml", workdir / f"double-{precompute}", pairs_path,
+                          tokenizer_dir, precompute_reference=precompute, epochs=2)  # fmt: skip
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    assert steel_main(["dpo", str(single), "system.deterministic=true"]) == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+         f"--master_port={port}", "-m", "steel", "dpo", str(double), "system.deterministic=true"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    for key in ("loss", "reward_margin", "reward_accuracy"):
+        one = [r[key] for r in read_metrics(workdir / f"single-{precompute}") if r["kind"] == "train"]
+        two = [r[key] for r in read_metrics(workdir / f"double-{precompute}") if r["kind"] == "train"]
+        assert two == pytest.approx(one, rel=1e-4, abs=1e-6), key
