@@ -45,7 +45,9 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 REVIEW_SUBJECT = "商品评论情感"
 REVIEW_QUESTION = "下面这条商品评论的情感倾向是什么？\n评论：{review}"
 REVIEW_OPTIONS = {"A": "正面", "B": "负面"}
-MAX_REVIEW_CHARS = 120
+# Reviews are cut to this many characters in SFT samples and in evaluation alike, so that a whole
+# sample fits the SFT cutoff length and the answer is never truncated away.
+MAX_REVIEW_CHARS = 100
 CHAT_PROMPTS = [
     "今天天气很好，",
     "请介绍一下北京。",
@@ -71,9 +73,11 @@ class DemoProfile:
     block_size: int = 256
     minutes: float = 10.0
     """Default pretraining budget, turned into steps by calibration."""
+    steps: int | None = None
+    """Default pretraining steps; when set, no calibration runs unless `--minutes` is given."""
     calibration_steps: int = 6
     sft_epochs: int = 2
-    sft_cutoff_len: int = 192
+    sft_cutoff_len: int = 256
 
 
 PROFILES = {
@@ -97,10 +101,9 @@ PROFILES = {
         model_preset="steel-tiny",
         model_overrides={"max_position_embeddings": 256},
         block_size=128,
-        minutes=1.0,
+        steps=200,
         calibration_steps=4,
-        sft_epochs=2,
-        sft_cutoff_len=160,
+        sft_epochs=3,
     ),
 }
 
@@ -236,6 +239,14 @@ def review_chat_sample(review: dict, index: int) -> dict:
     }
 
 
+def review_chat_texts(reviews_path: Path) -> list[dict]:
+    """Render the SFT conversations of the training reviews as plain ChatML text records."""
+    from steel.tokenizer.chat import render_chat
+
+    reviews = _read_jsonl([reviews_path])
+    return [{"text": render_chat(review_chat_sample(review, index)["messages"])} for index, review in enumerate(reviews)]
+
+
 def balanced_reviews(reviews: list[dict], count: int, seed: int) -> list[dict]:
     """Pick `count` reviews, half of each label, in a seeded order."""
     by_label: dict[str, list[dict]] = {}
@@ -327,17 +338,22 @@ class Demo:
     # 3. tokenizer -------------------------------------------------------------------------------
 
     def tokenizer(self) -> dict:
-        settings = {"tokenizer": self.settings.tokenizer, "vocab_size": self.profile.vocab_size}
+        settings = {"tokenizer": self.settings.tokenizer, "vocab_size": self.profile.vocab_size, "question": REVIEW_QUESTION}
 
         def body(stage_dir: Path) -> dict:
             if self.settings.tokenizer == "qwen":
                 run_steel("tokenizer", "export", "qwen", stage_dir / "tokenizer")
-            else:
-                shards = sorted((self.output / "clean" / "zh-web" / "shards").rglob("*.jsonl*"))
-                run_steel(
-                    "tokenizer", "train", "--vocab-size", self.profile.vocab_size,
-                    "--output", stage_dir / "tokenizer", *shards,
-                )
+                return {"path": str(stage_dir / "tokenizer")}
+
+            # Besides the cleaned corpus, the BPE sees the training reviews rendered as chat turns, so
+            # the template's role names and the question become a few tokens instead of many bytes.
+            chat_text = stage_dir / "chat-text.jsonl"
+            _write_jsonl(chat_text, review_chat_texts(self.output / "sources" / "corpus" / "reviews-train.jsonl"))
+            shards = sorted((self.output / "clean" / "zh-web" / "shards").rglob("*.jsonl*"))
+            run_steel(
+                "tokenizer", "train", "--vocab-size", self.profile.vocab_size,
+                "--output", stage_dir / "tokenizer", *shards, chat_text,
+            )
             return {"path": str(stage_dir / "tokenizer")}
 
         return self.stages.run("tokenizer", settings, ["clean"], body)
@@ -628,10 +644,10 @@ def demo_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true", help="the CI variant: a tiny model on a slice of the corpus, a few minutes")
     parser.add_argument(
         "--minutes", type=float, default=None,
-        help="pretraining budget in minutes, turned into a step count by a short calibration (default: 10; --fast: 1)",
+        help="pretraining budget in minutes, turned into a step count by a short calibration (default: 10; --fast uses 200 steps)",
     )
     parser.add_argument("--steps", type=int, default=None, help="pretraining optimizer steps; overrides --minutes (reproducible reruns)")
-    parser.add_argument("--sft-epochs", type=int, default=None, help="passes over the training reviews in SFT (default: 2)")
+    parser.add_argument("--sft-epochs", type=int, default=None, help="passes over the training reviews in SFT (default: 2; --fast: 3)")
     parser.add_argument(
         "--tokenizer", choices=("bpe", "qwen"), default="bpe",
         help="train a small BPE tokenizer on the corpus (default) or use the Qwen1.5 tokenizer",
@@ -650,7 +666,7 @@ def demo(args: argparse.Namespace) -> int:
         profile=profile,
         tokenizer=args.tokenizer,
         minutes=args.minutes if args.minutes is not None else profile.minutes,
-        steps=args.steps,
+        steps=args.steps if args.steps is not None or args.minutes is not None else profile.steps,
         sft_epochs=args.sft_epochs if args.sft_epochs is not None else profile.sft_epochs,
         fresh=args.fresh,
     )
