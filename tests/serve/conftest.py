@@ -5,7 +5,6 @@ tokens, so streaming must hold back partial characters. The model is a two-layer
 trained until it repeats a few fixed conversations, so its greedy replies are known in advance.
 """
 
-import json
 import socket
 import threading
 import time
@@ -186,6 +185,3 @@ class RunningServer:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -113,9 +113,15 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page_url(loaded):
+    # Each forward pass sleeps 50 ms, so the tokens of a reply reach the browser in separate
+    # network reads and the page visibly grows, however fast the machine is.
+    hook = loaded.model.register_forward_hook(lambda *_: time.sleep(0.05))
     worker = GenerationWorker(Engine(loaded.model, loaded.tokenizer, max_batch_size=2))
-    with RunningServer(create_app(loaded, worker)) as server:
-        yield server.base_url + "/"
+    try:
+        with RunningServer(create_app(loaded, worker)) as server:
+            yield server.base_url + "/"
+    finally:
+        hook.remove()
 
 
 # Records every text the reply bubble shows, so the test can see it grow token by token.

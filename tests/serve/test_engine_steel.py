@@ -60,7 +60,7 @@ def test_causal_variant_cache_matches_recompute(ffn_type, loaded):
     assert [r.token_ids for r in cached.generate(requests())] == [r.token_ids for r in recomputed.generate(requests())]
 
 
-def test_faithful_soft_moe_runs_one_request_at_a_time(loaded):
+def test_soft_moe_serves_one_at_a_time(loaded):
     model = steel_model("soft_moe", loaded.tokenizer.vocab_size)
     engine = Engine(model, loaded.tokenizer, max_batch_size=8)
     assert not engine.use_kv_cache
