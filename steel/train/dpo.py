@@ -270,11 +270,11 @@ def encode_pair(tokenizer: SteelTokenizer, pair: PreferencePair, cutoff_len: int
     return tuple(encoded)
 
 
-def _pack_source(name: str, sequences: list[tuple[list[int], list[int]]]) -> TokenizedSource:
+def _pack_source(name: str, sequences: list[tuple[np.ndarray, np.ndarray]]) -> TokenizedSource:
     offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(ids) for ids, _ in sequences])
-    ids = np.fromiter((t for seq, _ in sequences for t in seq), dtype=np.int64, count=int(offsets[-1]))
-    mask = np.fromiter((m for _, seq in sequences for m in seq), dtype=np.uint8, count=int(offsets[-1]))
+    ids = np.concatenate([ids for ids, _ in sequences])
+    mask = np.concatenate([mask for _, mask in sequences])
     return TokenizedSource(name=name, ids=ids, mask=mask, offsets=offsets, stats={})
 
 
@@ -304,8 +304,8 @@ def load_pair_sources(config: DPODataConfig, tokenizer: SteelTokenizer) -> list[
             if encoded is None:
                 too_long += 1
                 continue
-            chosen.append(encoded[:2])
-            rejected.append(encoded[2:])
+            chosen.append((np.asarray(encoded[0], dtype=np.int32), np.asarray(encoded[1], dtype=np.uint8)))
+            rejected.append((np.asarray(encoded[2], dtype=np.int32), np.asarray(encoded[3], dtype=np.uint8)))
         if too_long:
             stats["skipped"]["prompt longer than cutoff_len"] = too_long
         stats["pairs"] = len(chosen)
