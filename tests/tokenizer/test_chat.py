@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from steel.tokenizer import load_tokenizer
 from steel.tokenizer.chat import DEFAULT_SYSTEM_PROMPT, encode_chat, render_chat
-
-tokenizer_module = pytest.importorskip("steel.tokenizer", reason="steel.tokenizer is not built yet")
+from steel.tokenizer.qwen import QWEN_CHAT_TEMPLATE
 
 CONVERSATIONS = {
     "single turn": [
@@ -33,7 +33,7 @@ CONVERSATIONS = {
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return tokenizer_module.load_tokenizer("qwen")
+    return load_tokenizer("qwen")
 
 
 def _transformers_render(template: str, messages, add_generation_prompt: bool) -> str:
@@ -52,10 +52,9 @@ def _tokens(tokenizer, ids):
 @pytest.mark.parametrize("add_generation_prompt", [False, True])
 @pytest.mark.parametrize("name", sorted(CONVERSATIONS))
 def test_render_matches_qwen_template_constant(name, add_generation_prompt):
-    qwen = pytest.importorskip("steel.tokenizer.qwen")
     messages = CONVERSATIONS[name]
 
-    expected = _transformers_render(qwen.QWEN_CHAT_TEMPLATE, messages, add_generation_prompt)
+    expected = _transformers_render(QWEN_CHAT_TEMPLATE, messages, add_generation_prompt)
 
     assert render_chat(messages, add_generation_prompt) == expected
 
