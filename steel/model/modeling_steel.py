@@ -322,12 +322,6 @@ class DoubleSwiGLU(nn.Module):
         return F.silu(self.gate_down_proj(h)) * self.down_proj(h)
 
 
-def _safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    """numerator / denominator, with 0 where the denominator is 0 (a slot that has seen no real token)."""
-    nonzero = denominator > 0
-    return torch.where(nonzero, numerator / torch.where(nonzero, denominator, 1.0), 0.0)
-
-
 class SoftMoE(nn.Module):
     """Soft Mixture of Experts, faithful (`causal=False`) or causal (`causal=True`).
 
@@ -449,7 +443,9 @@ class SoftMoE(nn.Module):
         if state is not None:
             _update_causal_state(state, logits, token_valid, denominator[:, -1], numerator[:, -1], reference)
 
-        slots = _safe_divide(numerator, denominator[..., None]).to(x.dtype)
+        # A slot that has seen no real token yet (left padding) has a zero numerator and
+        # denominator; the clamp turns it into a zero slot instead of NaN.
+        slots = (numerator / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)[..., None]).to(x.dtype)
         slot_outputs = self.run_experts(slots)
         return self.combine(logits, slot_outputs, token_valid)
 
