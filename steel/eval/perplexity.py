@@ -138,7 +138,9 @@ def _batch_nll(eval_model: EvalModel, batch: list[_Window]) -> float:
         attention_mask[row, :length] = 1
         # Position t predicts token t + 1; only the window's last num_targets tokens are targets.
         targets[row, length - 1 - window.num_targets : length - 1] = torch.tensor(window.ids[length - window.num_targets :])
-    input_ids, attention_mask, targets = input_ids.to(device), attention_mask.to(device), targets.to(device)
+    input_ids, targets = input_ids.to(device), targets.to(device)
+    # Without padding the mask is left out, which lets the model take its plain causal path.
+    attention_mask = attention_mask.to(device) if not bool(attention_mask.all()) else None
 
     if getattr(eval_model.config, "model_type", None) in _PLAIN_HEAD_MODEL_TYPES and hasattr(model, "model"):
         hidden = model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

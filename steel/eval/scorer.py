@@ -380,7 +380,10 @@ def forward_log_probs(eval_model: EvalModel, batch: list[list[int]], positions: 
         column = {position: i for i, position in enumerate(kept)}
     else:
         column = {position: position for position in kept}
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs).logits
+    if not bool(attention_mask.all()):
+        # Without padding the mask is left out, which lets the model take its plain causal path.
+        kwargs["attention_mask"] = attention_mask.to(device)
+    logits = model(input_ids=input_ids.to(device), **kwargs).logits
 
     outputs = []
     for row, row_positions in enumerate(positions):
