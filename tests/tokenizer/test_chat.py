@@ -230,3 +230,34 @@ def test_truncation_cuts_inside_content(tokenizer):
 def test_generation_prompt_longer_than_cutoff_raises(tokenizer):
     with pytest.raises(ValueError, match="cutoff_len=5"):
         encode_chat(tokenizer, CONVERSATIONS["prompt only"], add_generation_prompt=True, cutoff_len=5)
+
+
+@pytest.fixture(scope="module")
+def trained_tokenizer(tmp_path_factory):
+    """A byte-level BPE tokenizer trained by Steel, which has the same three special tokens."""
+    from steel.tokenizer.train import TrainConfig, train_tokenizer
+
+    workdir = tmp_path_factory.mktemp("bpe")
+    texts = [render_chat(messages) for messages in CONVERSATIONS.values()] * 10
+    corpus = workdir / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    return load_tokenizer(str(train_tokenizer(TrainConfig(inputs=[corpus], output=workdir / "tok", vocab_size=300))))
+
+
+@pytest.mark.parametrize("name", ["single turn", "multi turn with system", "prompt only"])
+def test_trained_tokenizer_encodes_rendered_text(trained_tokenizer, name):
+    messages = CONVERSATIONS[name]
+
+    ids, mask = encode_chat(trained_tokenizer, messages)
+
+    assert ids == trained_tokenizer.encode(render_chat(messages), allow_special=True)
+    assert trained_tokenizer.decode([t for t, m in zip(ids, mask) if m]) == "".join(
+        m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"
+    )
+
+
+def test_trained_tokenizer_injection_cannot_open_a_turn(trained_tokenizer):
+    ids, _ = encode_chat(trained_tokenizer, CONVERSATIONS["injection text"])
+
+    assert ids.count(trained_tokenizer.special_ids["<|im_start|>"]) == 3
+    assert ids.count(trained_tokenizer.special_ids["<|im_end|>"]) == 3
