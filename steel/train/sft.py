@@ -175,7 +175,6 @@ class ChatLMLoss(CausalLMLoss):
         return int(micro_batch["attention_mask"].sum())
 
 
-
 def run_sft(config: SFTConfig):
     """Fine-tune as `config` specifies, on this process's share of the world; return the final TrainState."""
     from steel.train.distributed import destroy_distributed, init_distributed
@@ -193,8 +192,9 @@ def run_sft(config: SFTConfig):
         resolve_schedule(config, batches.num_steps)
         config.validate()
         if env.is_main:
-            log.info("SFT data: %d optimizer steps per epoch %s over %d epochs",
-                     batches.steps_per_epoch[0], "(packed rows)" if config.data.packing else "", config.data.epochs)
+            rows = "packed rows" if config.data.packing else "one conversation per row"
+            log.info("SFT data: %d optimizer steps per epoch over %d epochs (%s)",
+                     batches.steps_per_epoch[0], config.data.epochs, rows)
 
         model = build_model(config.model, vocab_size=tokenizer.vocab_size, seed=config.seed)
         trainer = Trainer(
