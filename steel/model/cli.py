@@ -23,16 +23,6 @@ def info_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, help="sequence length for the FLOPs count (default: max_position_embeddings)")
 
 
-def _steel_fields() -> list[str]:
-    """SteelConfig's own fields in declaration order (not the generic PretrainedConfig ones)."""
-    import inspect
-
-    from steel.model.modeling_steel import SteelConfig
-
-    parameters = inspect.signature(SteelConfig.__init__).parameters.values()
-    return [p.name for p in parameters if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
-
-
 def _count_parameters(config) -> tuple[int, int]:
     from steel.model.modeling_steel import SteelForCausalLM
 
@@ -47,7 +37,7 @@ def _count_parameters(config) -> tuple[int, int]:
 
 def info(args: argparse.Namespace) -> int:
     from steel.model.flops import flops_per_token
-    from steel.model.presets import resolve_config
+    from steel.model.presets import config_fields, resolve_config
 
     overrides = {}
     if args.vocab_size is not None:
@@ -60,7 +50,7 @@ def info(args: argparse.Namespace) -> int:
         raise SystemExit(f"steel model info: {error}") from None
 
     print(f"model: {args.model}")
-    for key in _steel_fields():
+    for key in config_fields():
         print(f"  {key}: {getattr(config, key)}")
     print(f"ffn: {FFN_DESCRIPTIONS[config.ffn_type]}")
 

@@ -93,6 +93,14 @@ def list_presets() -> list[str]:
     return sorted(PRESETS)
 
 
+def config_fields() -> list[str]:
+    """SteelConfig's own fields in declaration order (not the generic PretrainedConfig ones)."""
+    import inspect
+
+    parameters = inspect.signature(SteelConfig.__init__).parameters.values()
+    return [p.name for p in parameters if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+
+
 def resolve_config(spec: "str | dict", **overrides) -> SteelConfig:
     """Build a SteelConfig from a preset name, a model directory, a config.json or YAML file, or a dict.
 
@@ -104,9 +112,13 @@ def resolve_config(spec: "str | dict", **overrides) -> SteelConfig:
     if isinstance(spec, dict):
         fields = dict(spec)
         preset = fields.pop("preset", None)
-        base = dict(PRESETS[preset]) if preset is not None else {}
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"unknown model preset {preset!r}; available: {', '.join(sorted(PRESETS))}")
+        # PretrainedConfig keeps unknown keys as attributes, so a misspelt field would be ignored.
+        unknown = sorted(set(fields) - set(config_fields()))
+        if unknown:
+            raise ValueError(f"unknown model field(s) {', '.join(unknown)}; valid fields: {', '.join(config_fields())}")
+        base = dict(PRESETS[preset]) if preset is not None else {}
         return SteelConfig(**{**base, **fields, **overrides})
     if spec in PRESETS:
         return get_preset(spec, **overrides)
@@ -129,7 +141,7 @@ def resolve_config(spec: "str | dict", **overrides) -> SteelConfig:
             raise ValueError(f"{path}: the `model` key must be a mapping of SteelConfig fields")
         try:
             return resolve_config(data, **overrides)
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from error
     raise ValueError(
         f"{spec!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a model directory, config.json or YAML file"

@@ -60,3 +60,10 @@ def test_flops_per_token_depends_on_variant():
     faithful = flops_per_token(tiny_config("soft_moe"), 64)
     causal = flops_per_token(tiny_config("soft_moe_causal"), 64)
     assert causal > faithful
+
+
+def test_info_rejects_misspelt_field(tmp_path):
+    recipe = tmp_path / "model.yaml"
+    recipe.write_text("model:\n  preset: steel-tiny\n  hiden_size: 64\n")
+    with pytest.raises(SystemExit, match="hiden_size"):
+        steel_main(["model", "info", str(recipe)])
