@@ -39,7 +39,7 @@ def tokenizer_dir(tmp_path_factory):
     return train_tokenizer(TrainConfig(inputs=[corpus], output=workdir / "tokenizer", vocab_size=512))
 
 
-def test_tiny_recipes_run(tmp_path, tokenizer_dir, monkeypatch):
+def test_tiny_recipes_run_and_chain(tmp_path, tokenizer_dir, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)  # the recipes name their data relative to the repository root
     sft_dir, dpo_dir = tmp_path / "sft", tmp_path / "dpo"
     small = ["model.overrides={hidden_size: 64, intermediate_size: 128, num_hidden_layers: 1}",
@@ -48,8 +48,11 @@ def test_tiny_recipes_run(tmp_path, tokenizer_dir, monkeypatch):
     assert steel_main(["sft", "recipes/sft-tiny.yaml", f"run_dir={sft_dir}", "model.init_from=null",
                        "model.preset=steel-tiny", f"data.tokenizer={tokenizer_dir}", "data.epochs=1",
                        "data.samples_per_epoch=8", *small]) == 0  # fmt: skip
-    assert steel_main(["dpo", "recipes/dpo-tiny.yaml", f"run_dir={dpo_dir}", f"model.init_from={sft_dir}",
-                       "data.epochs=1", "data.samples_per_epoch=8", *small]) == 0  # fmt: skip
+    # DPO starts from the exported SFT model: weights, architecture and tokenizer all come from it.
+    export_dir = tmp_path / "sft-export"
+    assert steel_main(["export", str(sft_dir), str(export_dir)]) == 0
+    assert steel_main(["dpo", "recipes/dpo-tiny.yaml", f"run_dir={dpo_dir}", f"model.init_from={export_dir}",
+                       "data.epochs=1", "data.samples_per_epoch=8", "logging.progress_bar=false"]) == 0  # fmt: skip
 
     sft_steps = [r for r in read_metrics(sft_dir) if r["kind"] == "train"]
     dpo_steps = [r for r in read_metrics(dpo_dir) if r["kind"] == "train"]
