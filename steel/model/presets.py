@@ -86,6 +86,10 @@ def get_preset(name: str, **overrides) -> SteelConfig:
     """Return the SteelConfig of a named preset, with `overrides` (e.g. `vocab_size=...`) applied."""
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+    # PretrainedConfig keeps unknown keys as attributes, so a misspelt override would be ignored.
+    unknown = sorted(set(overrides) - set(config_fields()))
+    if unknown:
+        raise ValueError(f"unknown model field(s) {', '.join(unknown)}; valid fields: {', '.join(config_fields())}")
     return SteelConfig(**{**PRESETS[name], **overrides})
 
 
@@ -114,12 +118,12 @@ def resolve_config(spec: "str | dict", **overrides) -> SteelConfig:
         preset = fields.pop("preset", None)
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"unknown model preset {preset!r}; available: {', '.join(sorted(PRESETS))}")
-        # PretrainedConfig keeps unknown keys as attributes, so a misspelt field would be ignored.
+        if preset is not None:
+            return get_preset(preset, **fields, **overrides)
         unknown = sorted(set(fields) - set(config_fields()))
         if unknown:
             raise ValueError(f"unknown model field(s) {', '.join(unknown)}; valid fields: {', '.join(config_fields())}")
-        base = dict(PRESETS[preset]) if preset is not None else {}
-        return SteelConfig(**{**base, **fields, **overrides})
+        return SteelConfig(**{**fields, **overrides})
     if spec in PRESETS:
         return get_preset(spec, **overrides)
 

@@ -33,6 +33,12 @@ def test_unknown_preset_names_choices():
         get_preset("steel-huge")
 
 
+def test_preset_rejects_misspelt_override():
+    with pytest.raises(ValueError, match="num_layers"):
+        get_preset("steel-tiny", num_layers=3)
+    assert get_preset("steel-tiny", vocab_size=300).vocab_size == 300
+
+
 @pytest.mark.parametrize("ffn_type", VARIANTS)
 def test_padding_keeps_real_logits(ffn_type, random_ids):
     model = tiny_model(ffn_type)
