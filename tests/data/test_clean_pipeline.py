@@ -64,7 +64,8 @@ def test_zh_web_output_text_and_fields(zh_web_output):
     assert by_id["a1"]["source"] == "news"  # fields beyond text are kept
     assert by_id["a2"]["text"].startswith("台北市政府今日宣布")  # converted to simplified
     assert by_id["b1"]["text"] == SCIENCE
-    assert "example.com" not in by_id["b2"]["text"] and "<p>" not in by_id["b2"]["text"]
+    assert "example.com" not in by_id["b2"]["text"]
+    assert "<p>" not in by_id["b2"]["text"]
     assert by_id["b2"]["meta"] == {"url": "https://example.com"}
     assert by_id["b3"]["text"] == EMOJI.replace("ＡＢＣ", "ABC")  # emoji and Extension B kept
     assert MIXED not in [r["text"] for r in records]
@@ -74,7 +75,8 @@ def test_clean_writes_examples_and_manifest(zh_web_output):
     output, stats = zh_web_output
     examples = (output / "examples" / "21_document_minhash_deduplicator.jsonl").read_text(encoding="utf-8")
     example = json.loads(examples.splitlines()[0])
-    assert example["id"] == "00001:3" and example["duplicate_of"] == "00000:0"
+    assert example["id"] == "00001:3"
+    assert example["duplicate_of"] == "00000:0"
     removed = json.loads((output / "examples" / "11_alphanumeric_filter.jsonl").read_text(encoding="utf-8"))
     assert removed["value"] < 0.5
     manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))

@@ -46,7 +46,7 @@ def test_zh_web_recipe_on_samples(sample_corpus):
     assert _removed(stats) == EXPECTED_ZH_WEB_REMOVED
 
 
-# Web text and Wikipedia are clean; the Baidu Baike sample holds infobox stubs and spec tables.
+# Web text and Wikipedia are clean; the Baidu Baike sample contains infobox stubs and spec tables.
 EXPECTED_FAITHFUL_OUT = 143
 EXPECTED_FAITHFUL_REMOVED = {
     "alphanumeric_filter": 85, "average_line_length_filter": 51, "character_repetition_filter": 0,

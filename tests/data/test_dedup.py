@@ -97,8 +97,8 @@ def test_minhash_shared_boilerplate_is_not_a_duplicate():
 
 
 def test_minhash_short_texts_are_confirmed_by_jaccard():
-    # Short texts share most LSH bands by chance far more often; a forced single band with one row
-    # makes every pair a candidate, and the Jaccard check must still reject the different ones.
+    # Short texts share LSH bands by chance far more often than long ones. Here every document is
+    # forced into one bucket, so every pair is a candidate and the Jaccard check must reject the different ones.
     config = D.MinHashConfig(num_permutations=8, num_bands=1, num_rows_per_band=1, window_size=2)
     texts = ["你好世界", "你好中国", "你好世界"]
     signatures = np.stack([D.minhash_signature(t, config) for t in texts])

@@ -121,7 +121,7 @@ def jieba_words_num_bounds(text: "str | TextView") -> tuple[int, int]:
 
 
 def word_repetition_upper_bound(text: str, rep_len: int, num_words_lower: int) -> float:
-    """An upper bound of the word `rep_len`-gram repetition ratio, without segmenting.
+    """Bound the word `rep_len`-gram repetition ratio from above, without segmenting.
 
     Every counted word keeps at least one non-special character, so in the lowercased text without
     special characters each word n-gram starts at its own position, and a repeated word n-gram

@@ -24,7 +24,7 @@ def _opencc(mode: str):
 
 @cache
 def _conversion_triggers(mode: str) -> tuple[frozenset[str], re.Pattern | None]:
-    """What OpenCC's `mode` tables can change: single characters, and phrases that change as a whole.
+    """Collect what OpenCC's `mode` tables can change: single characters, and phrases that change as a whole.
 
     A text that contains none of these characters and none of these phrases converts to itself,
     because OpenCC then only looks up single characters that map to themselves. Returns an empty
@@ -215,7 +215,11 @@ _SAFE_QUOTES = "\u2018-\u201f"
 
 @cache
 def _unicode_safe_pattern(fix_character_width: bool, uncurl_quotes: bool) -> re.Pattern:
-    safe = _SAFE_BASE + ("" if fix_character_width else _SAFE_FULLWIDTH) + ("" if uncurl_quotes else _SAFE_QUOTES)
+    safe = _SAFE_BASE
+    if not fix_character_width:
+        safe += _SAFE_FULLWIDTH
+    if not uncurl_quotes:
+        safe += _SAFE_QUOTES
     return re.compile(f"[{safe}]*")
 
 

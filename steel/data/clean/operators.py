@@ -127,7 +127,7 @@ class Operator:
         return self.min_value <= value <= self.max_value
 
     def decide(self, view: TextView) -> tuple[bool, float | None]:
-        """Whether the filter keeps the document, and the statistic when it had to compute it.
+        """Return whether the filter keeps the document, and the statistic when it had to compute it.
 
         Word filters first try exact bounds that need no segmentation (most clean documents pass
         them); the statistic is computed only when the bounds cannot decide.

@@ -8,7 +8,7 @@ Each step wraps a plain operator function from this package and writes its per-s
 and examples under `OUTPUT/work/`. When the recipe has deduplicators, their signatures are matched
 across all shards on one node (`find_duplicates`), and a second parallel stage writes each shard
 without the duplicates. datatrove marks every finished task, so a rerun after a crash skips the
-finished input shards; the output is the same whatever the number of workers.
+finished input shards. The output is the same whatever the number of workers.
 
 Executors: `local` (datatrove's LocalPipelineExecutor, one process per core) and `ray`
 (RayPipelineExecutor on a running or local Ray cluster). Slurm: see docs/data-cleaning.md.
@@ -67,7 +67,7 @@ class CleanConfig:
 
 
 def _view(doc: Document) -> TextView:
-    """The document's shared TextView, rebuilt when a mapper has changed the text since."""
+    """Return the document's shared TextView, rebuilt when a mapper has changed the text since."""
     view = doc.metadata.get("view")
     if view is None or view.text is not doc.text:
         view = TextView(doc.text)
@@ -345,7 +345,7 @@ def _prepare_output(config: CleanConfig) -> None:
         previous = json.loads(plan_path.read_text(encoding="utf-8"))
         if previous != plan:
             raise SystemExit(
-                f"{config.output_dir} holds a run with other inputs or another recipe; "
+                f"{config.output_dir} contains a run with other inputs or another recipe; "
                 "give a new --output directory or delete this one"
             )
         logger.info("resuming the run in %s: finished input shards are skipped", config.output_dir)
@@ -362,8 +362,6 @@ def _executor(config: CleanConfig, pipeline: list, stage: str, num_tasks: int):
         return LocalPipelineExecutor(pipeline, tasks=num_tasks, workers=workers, logging_dir=logging_dir, skip_completed=True)
     if config.executor == "ray":
         from datatrove.executor import RayPipelineExecutor
-
-        _init_ray(config.extra.get("ray_address"), workers)
         return RayPipelineExecutor(
             pipeline,
             tasks=num_tasks,
@@ -376,25 +374,29 @@ def _executor(config: CleanConfig, pipeline: list, stage: str, num_tasks: int):
     raise SystemExit(f"unknown executor {config.executor!r}; use local or ray")
 
 
-def _init_ray(address: str | None, num_cpus: int) -> None:
-    """Connect to `address`, or start a local Ray cluster whose every listener is on 127.0.0.1."""
+def _init_ray(address: str | None, num_cpus: int) -> bool:
+    """Connect to the Ray cluster at `address`, or start a local one listening on 127.0.0.1 only.
+
+    Returns whether this call started Ray (and so should shut it down).
+    """
+    if not address:
+        # Ray 2.60 binds its gRPC and metrics servers to the machine's network address unless it
+        # believes clusters are unsupported; this switch makes a local instance use the loopback
+        # address for all of them. It must be set before Ray is imported, and its processes inherit it.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if address:
-        ray.init(address=address)
-        return
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-    )
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    return True
 
 
 def build_stages(config: CleanConfig) -> list[tuple[str, list, int]]:
-    """The datatrove stages of a run as (name, pipeline, number of tasks), to run in order.
+    """Build the datatrove stages of a run as (name, pipeline, number of tasks), to run in order.
 
     `clean` cleans each input file; with deduplicators, `dedup` matches their signatures across all
     shards in one task and `write` writes each shard without the duplicates. Any datatrove executor
@@ -444,8 +446,17 @@ def run_clean(config: CleanConfig) -> dict:
     """Clean `config.inputs` with the recipe into `config.output_dir`; return the merged statistics."""
     stages = build_stages(config)
     logger.info("cleaning %d input shard(s) with recipe %s (%s executor)", len(config.inputs), config.recipe.name, config.executor)
-    for name, pipeline, num_tasks in stages:
-        _executor(config, pipeline, name, num_tasks).run()
+    started_ray = False
+    if config.executor == "ray":
+        started_ray = _init_ray(config.extra.get("ray_address"), config.workers or os.cpu_count() or 1)
+    try:
+        for name, pipeline, num_tasks in stages:
+            _executor(config, pipeline, name, num_tasks).run()
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
     return finish(config)
 
 

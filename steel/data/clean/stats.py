@@ -1,9 +1,9 @@
 """Per-operator statistics: what each operator removed or changed, with examples.
 
 `OperatorStats` is filled while a shard is cleaned and merged across shards into `stats.json`.
-`measure_recipe` runs a recipe's per-document operators in one process on (a sample of) the inputs
-and reports, for every filter, both the documents it removed in recipe order and the share it would
-remove on its own; that second number is what a threshold does, independent of the other filters.
+`measure_recipe` runs a recipe's per-document operators in one process on (a sample of) the inputs.
+For every filter it reports the documents it removed in recipe order and the share it would remove
+on its own. The second number shows what a threshold does, independent of the other filters.
 """
 
 import json
@@ -107,7 +107,7 @@ def _percent(part: int, whole: int) -> str:
 
 
 def format_table(stats: dict) -> str:
-    """One line per operator: documents removed or modified (share of its input) and characters removed."""
+    """Format one line per operator: documents removed or modified (share of its input), characters removed."""
     totals = stats["totals"]
     has_alone = any("docs_failing_alone" in op for op in stats["operators"])
     header = f"{'operator':<38} {'docs in':>8} {'removed':>8} {'':>6} {'modified':>8} {'chars removed':>14}"

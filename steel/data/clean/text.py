@@ -48,7 +48,7 @@ def count_special_chars(text: str) -> int:
 
 @cache
 def special_chars_table() -> dict[int, None]:
-    """A `str.translate` table that deletes every special character."""
+    """Build a `str.translate` table that deletes every special character."""
     table = dict.fromkeys(map(ord, _ASCII_SPECIAL))
     for code in range(0x80, 0x110000):
         category = unicodedata.category(chr(code))
@@ -125,7 +125,7 @@ class TextView:
         self._char_counts: Counter | None = None
 
     def char_counts(self) -> Counter:
-        """How often each distinct character occurs."""
+        """Count each distinct character of the text (computed once)."""
         if self._char_counts is None:
             self._char_counts = Counter(self.text)
         return self._char_counts
@@ -141,7 +141,7 @@ class TextView:
         return self._words[unit]
 
     def has_words(self, unit: str) -> bool:
-        """Whether the words of `unit` have been computed (an operator needed them)."""
+        """Return whether the words of `unit` have been computed (an operator needed them)."""
         return unit in self._words
 
     def lines(self, unit: str = "line") -> list[str]:
