@@ -5,9 +5,10 @@ micro-batch inside the (possibly FSDP-sharded) root module and weights the resul
 of units each micro-batch holds, so the loss of an optimizer step is the mean over every target
 token of every micro-batch on every rank, not a mean of per-micro-batch means.
 
-The output layer is applied in chunks of `chunk_size` tokens under activation checkpointing, so the
-`tokens x vocabulary` logits of a micro-batch (8 x 2048 x 151,936 float32 values are 10 GB) never
-exist at once, in the forward or the backward pass.
+The output layer is applied in chunks of `chunk_size` tokens, so the `tokens x vocabulary` logits
+of a micro-batch (8 x 2048 x 151,936 float32 values are 10 GB) never exist at once. The
+cross-entropy computes each chunk's gradients right away (nothing is recomputed in backward), and
+the per-token log-probabilities for DPO use activation checkpointing per chunk.
 """
 
 from __future__ import annotations
@@ -63,6 +64,67 @@ def hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, **kwargs) -> 
     return outputs.last_hidden_state
 
 
+def _chunk_loss_and_grads(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return the summed cross-entropy of one chunk and its gradients for hidden and weight."""
+    logits = (hidden @ weight.t()).float()
+    valid = labels != IGNORE_INDEX
+    safe_labels = torch.where(valid, labels, torch.zeros_like(labels))
+    log_z = torch.logsumexp(logits, dim=-1)
+    target_logits = torch.gather(logits, 1, safe_labels[:, None])[:, 0]
+    loss_sum = ((log_z - target_logits) * valid).sum()
+
+    # d(loss_sum)/d(logits) = softmax - one_hot(label), zero on positions without a target.
+    grad_logits = torch.softmax(logits, dim=-1)
+    grad_logits[torch.arange(len(labels), device=labels.device), safe_labels] -= 1.0
+    grad_logits *= valid[:, None]
+    if not torch.is_autocast_enabled(hidden.device.type):
+        grad_logits = grad_logits.to(weight.dtype)  # under autocast the matmuls pick their own dtype
+    grad_hidden = grad_logits @ weight
+    grad_weight = (grad_logits.t() @ hidden).float()
+    return loss_sum, grad_hidden, grad_weight
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T`, with the gradients computed chunk by chunk in forward.
+
+    Each chunk's logits exist only while that chunk is processed. The backward pass only scales the
+    stored gradients, so no logits are recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_size: int):
+        loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        for start in range(0, hidden.shape[0], chunk_size):
+            end = start + chunk_size
+            if needs_grad:
+                chunk_loss, chunk_grad_hidden, chunk_grad_weight = _chunk_loss_and_grads(
+                    hidden[start:end], weight, labels[start:end]
+                )
+                grad_hidden[start:end] = chunk_grad_hidden.to(grad_hidden.dtype)
+                grad_weight += chunk_grad_weight
+            else:
+                chunk_loss = _chunk_cross_entropy_sum(hidden[start:end], weight, labels[start:end])
+            loss_sum += chunk_loss
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return loss_sum
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (
+            grad_hidden * grad_output.to(grad_hidden.dtype),
+            (grad_weight * grad_output).to(ctx.weight_dtype),
+            None,
+            None,
+        )
+
+
 def _chunk_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     logits = (hidden @ weight.t()).float()
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
@@ -81,17 +143,10 @@ def chunked_cross_entropy(
     """Return the summed cross-entropy of `labels` under logits `hidden @ weight.T`, chunk by chunk.
 
     hidden: [..., D]; weight: [V, D]; labels: [...] with IGNORE_INDEX for positions without a target.
-    Each chunk's logits are recomputed in the backward pass instead of being kept.
+    At most `chunk_size` rows of logits exist at a time, in forward and backward alike.
     """
     hidden = hidden.reshape(-1, hidden.shape[-1])
-    labels = labels.reshape(-1)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, hidden.shape[0], chunk_size):
-        end = start + chunk_size
-        total = total + checkpoint(
-            _chunk_cross_entropy_sum, hidden[start:end], weight, labels[start:end], use_reentrant=False
-        )
-    return total
+    return _LinearCrossEntropy.apply(hidden, weight, labels.reshape(-1), chunk_size)
 
 
 def chunked_label_logprobs(

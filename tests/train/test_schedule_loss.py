@@ -32,16 +32,40 @@ def test_chunked_cross_entropy_matches_full():
     labels[0, :3] = IGNORE_INDEX
 
     chunked = chunked_cross_entropy(hidden, weight, labels, chunk_size=4)
-    chunked.backward()
+    (chunked * 0.5).backward()
     grads = hidden.grad.clone(), weight.grad.clone()
     hidden.grad = weight.grad = None
 
     full = F.cross_entropy((hidden @ weight.t()).reshape(-1, 50), labels.reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
-    full.backward()
+    (full * 0.5).backward()
     assert torch.allclose(chunked, full, rtol=1e-6)
     assert torch.allclose(grads[0], hidden.grad, rtol=1e-5, atol=1e-6)
     assert torch.allclose(grads[1], weight.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_loss_without_grad():
+    hidden, weight = torch.randn(5, 8), torch.randn(11, 8)
+    labels = torch.tensor([1, 2, IGNORE_INDEX, 4, 5])
+    with torch.no_grad():
+        value = chunked_cross_entropy(hidden, weight, labels, chunk_size=2)
+    expected = F.cross_entropy(hidden @ weight.t(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    assert torch.allclose(value, expected, rtol=1e-6)
+
+
+def test_chunked_loss_bfloat16_autocast():
+    torch.manual_seed(0)
+    hidden = torch.randn(6, 16, requires_grad=True)
+    weight = torch.randn(40, 16, requires_grad=True)
+    labels = torch.randint(0, 40, (6,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = chunked_cross_entropy(hidden, weight, labels, chunk_size=4)
+    value.backward()
+    expected = F.cross_entropy(hidden @ weight.t(), labels, reduction="sum")
+    assert value.dtype == torch.float32
+    assert torch.allclose(value, expected, rtol=2e-2)
+    assert hidden.grad.dtype == torch.float32
+    assert weight.grad.dtype == torch.float32
 
 
 def test_label_logprobs_match_log_softmax():
@@ -62,16 +86,18 @@ def test_chunk_never_holds_all_logits(monkeypatch):
     seen = []
     import steel.train.loss as loss_module
 
-    original = loss_module._chunk_cross_entropy_sum
+    original = loss_module._chunk_loss_and_grads
 
     def recording(hidden, weight, labels):
         seen.append(hidden.shape[0])
         return original(hidden, weight, labels)
 
-    monkeypatch.setattr(loss_module, "_chunk_cross_entropy_sum", recording)
-    chunked_cross_entropy(torch.randn(2, 100, 4), torch.randn(30, 4), torch.zeros(2, 100, dtype=torch.long),
-                          chunk_size=64)
+    monkeypatch.setattr(loss_module, "_chunk_loss_and_grads", recording)
+    hidden = torch.randn(2, 100, 4, requires_grad=True)
+    loss = chunked_cross_entropy(hidden, torch.randn(30, 4), torch.zeros(2, 100, dtype=torch.long), chunk_size=64)
+    loss.backward()
     assert seen == [64, 64, 64, 8]
+    assert hidden.grad.shape == hidden.shape
 
 
 def test_causal_lm_loss_counts_targets():
