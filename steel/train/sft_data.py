@@ -399,7 +399,7 @@ def source_files(path: str | Path) -> list[Path]:
 
 
 def iter_conversations(source: SFTSourceConfig, identity: IdentityConfig, stats: dict) -> Iterator[list[dict]]:
-    """Yield the usable conversations of one source; when exhausted, `stats` holds the counts.
+    """Yield the usable conversations of one source; when exhausted, `stats` contains the counts.
 
     `stats` receives `records`, `skipped` (reason -> count), `skipped_examples` and, for
     multiple-choice data, `multiple_choice_questions`.
@@ -521,8 +521,8 @@ def draw_epoch(sizes: list[int], weights: list[float] | None, samples_per_epoch:
                seed: int, epoch: int) -> np.ndarray:  # fmt: skip
     """Return the (source, sample) pairs of one epoch, shuffled: an int64 array [n, 2].
 
-    Without weights every sample appears once. With weights source i contributes a share
-    weight_i / sum(weights) of `samples_per_epoch`; a source drawn less than its size gets a
+    Without weights every sample appears once. With weights, source i contributes a share
+    weight_i / sum(weights) of `samples_per_epoch`. A source drawn less than its size gets a
     different subset each epoch, and one drawn more repeats whole passes before a partial one.
     """
     if weights is None:
@@ -635,7 +635,7 @@ class EpochBatches:
         raise NotImplementedError
 
     def epoch_rows(self, epoch: int) -> list[list[tuple[int, int]]]:
-        """The rows of one epoch in training order (the latest epoch is cached)."""
+        """Return the rows of one epoch in training order (the latest epoch is cached)."""
         if self._rows_cache is None or self._rows_cache[0] != epoch:
             order = draw_epoch(self.sizes, self.weights, self.samples_per_epoch, self.seed, epoch)
             self._rows_cache = (epoch, self.group_rows([(int(s), int(i)) for s, i in order]))
@@ -647,7 +647,7 @@ class EpochBatches:
         return sum(self.steps_per_epoch)
 
     def fingerprint(self) -> str:
-        """A digest of the data and settings that decide the order, checked on resume."""
+        """Return a digest of the data and settings that decide the order, checked on resume."""
         if self._fingerprint is None:
             digest = hashlib.sha256(self.fingerprint_data())
             settings = [self.sizes, self.weights, self.samples_per_epoch, self.epochs, self.seed, self.global_batch_size]
@@ -656,7 +656,7 @@ class EpochBatches:
         return self._fingerprint
 
     def step_rows(self, epoch: int, step: int) -> list[list[tuple[int, int]]]:
-        """The global batch of one step. The last step of an epoch is filled from the epoch's start."""
+        """Return the global batch of one step; the last step of an epoch is filled from the epoch's start."""
         rows = self.epoch_rows(epoch)
         start = step * self.global_batch_size
         batch = rows[start : start + self.global_batch_size]
