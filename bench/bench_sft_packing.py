@@ -83,7 +83,7 @@ def measure(packing: bool, source, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--conversations", type=int, default=512, help="conversations in the epoch")
+    parser.add_argument("--conversations", type=int, default=128, help="conversations in the epoch")
     parser.add_argument("--cutoff-len", type=int, default=512, help="tokens per row")
     parser.add_argument("--global-batch-size", type=int, default=16, help="rows per optimizer step")
     parser.add_argument("--micro-batch-size", type=int, default=4, help="rows per forward/backward pass")
