@@ -343,10 +343,10 @@ class SoftMoE(nn.Module):
 
     def router_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the normalised tokens (input dtype) and the float32 logits [batch, seq, n_experts, slots_per_expert]."""
-        x_norm = F.normalize(x, dim=-1)
-        phi = F.normalize(self.phi, dim=0) * self.scale
-        logits = torch.einsum("btd,dnp->btnp", x_norm.float(), phi.float())
-        return x_norm, logits
+        x_norm = F.normalize(x.float(), dim=-1)
+        phi = F.normalize(self.phi.float(), dim=0) * self.scale.float()
+        logits = torch.einsum("btd,dnp->btnp", x_norm, phi)
+        return x_norm.to(x.dtype), logits
 
     def run_experts(self, slots: torch.Tensor) -> torch.Tensor:
         """Apply expert j to slots[..., j, :, :]; slots is [..., n_experts, slots_per_expert, hidden]."""
