@@ -216,3 +216,34 @@ def test_index_page_has_no_external_assets(server):
     assert "/v1/chat/completions" in page
     for marker in ("http://", "https://", "//cdn", "@import"):
         assert marker not in page
+
+
+def test_full_queue_gets_503(loaded):
+    # One request runs, one waits in a queue of size 1, and the third is turned away.
+    hook = loaded.model.register_forward_hook(lambda *_: time.sleep(0.02))
+    worker = GenerationWorker(Engine(loaded.model, loaded.tokenizer, max_batch_size=1), max_pending=1)
+    running_body = {"prompt": "钢铁", "max_tokens": 500, "ignore_eos": True, "stream": True}
+    waiting_body = {"prompt": "钢铁", "max_tokens": 2}
+    server = RunningServer(create_app(loaded, worker))
+    try:
+        with server, httpx.Client(base_url=server.base_url, timeout=60) as http:
+            with http.stream("POST", "/v1/completions", json=running_body) as running:
+                # Keep the line iterator referenced: once it is garbage-collected, httpx closes the stream.
+                lines = running.iter_lines()
+                next(line for line in lines if line.startswith("data: "))
+
+                url = server.base_url + "/v1/completions"
+                waiting = threading.Thread(target=httpx.post, args=(url,), kwargs={"json": waiting_body, "timeout": 60})
+                waiting.start()
+                deadline = time.monotonic() + 30
+                while worker.num_pending < 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+
+                assert worker.num_pending == 1
+                rejected = http.post("/v1/completions", json=waiting_body)
+            waiting.join(timeout=60)
+    finally:
+        hook.remove()
+
+    error = assert_openai_error(rejected, 503)
+    assert error["code"] == "server_busy"
