@@ -229,6 +229,8 @@ def create_app(serving: ServingModel, worker: GenerationWorker, limits: ServerLi
         return await _respond(generation, http_request, chat=False)
 
     def _prepare(body: _GenerationFields, prompt_ids: list[int], id_prefix: str) -> "_Generation":
+        if not prompt_ids:
+            raise APIError(400, "the prompt is empty; send at least one token of text", param="prompt")
         if len(prompt_ids) > max_prompt_tokens:
             raise APIError(
                 400,

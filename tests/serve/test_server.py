@@ -174,6 +174,11 @@ def test_unsupported_values_get_400(server, extra, param):
     assert error["param"] == param
 
 
+def test_empty_prompt_gets_400(server):
+    error = assert_openai_error(post(server, "/v1/completions", b'{"prompt": ""}'), 400)
+    assert error["param"] == "prompt"
+
+
 def test_unknown_model_gets_404(client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
