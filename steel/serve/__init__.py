@@ -1,5 +1,5 @@
 """Serving: generation with a KV cache, the terminal chat, the OpenAI-compatible server and the web chat page.
 
 `engine.Engine` generates batches of requests; `engine.GenerationWorker` feeds it from a queue for
-the server. `cli` holds the `steel generate`, `steel chat` and `steel serve` commands.
+the server. `cli` contains the `steel generate`, `steel chat` and `steel serve` commands.
 """

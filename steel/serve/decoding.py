@@ -1,7 +1,7 @@
 """Turn a growing list of token ids into text deltas that only ever contain whole characters.
 
 A byte-level tokenizer may split one UTF-8 character (a Chinese character is three bytes) across
-several tokens. Decoding such a prefix yields U+FFFD, so the decoder holds those tokens back
+several tokens. Decoding such a prefix yields U+FFFD, so the decoder keeps those tokens back
 until the character is complete. Stop strings are held back the same way while the text could
 still turn into one.
 """

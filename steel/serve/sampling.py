@@ -8,7 +8,7 @@ import torch
 
 @dataclass
 class SamplingParams:
-    """How one request picks its tokens and when it stops."""
+    """Sampling settings of one request: how it picks tokens and when it stops."""
 
     max_new_tokens: int = 256
     """Maximum number of tokens to generate; generation may stop earlier at an end token."""

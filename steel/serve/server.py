@@ -124,7 +124,7 @@ class BodySizeLimit:
     """ASGI middleware that returns 413 for a request body larger than `max_bytes`.
 
     It reads the body before the route does, so a chunked upload without Content-Length is
-    bounded too. Later `receive` calls go to the server, so the route still sees a disconnect.
+    bounded too. Later `receive` calls go to the server, so the route still receives a disconnect.
     """
 
     def __init__(self, app, max_bytes: int):

@@ -40,7 +40,7 @@ def test_causal_variant_batches_like_single(ffn_type, loaded):
 @pytest.mark.parametrize("ffn_type", ["soft_moe_causal", "dense"])
 def test_rows_leaving_batch_keep_tokens(ffn_type, loaded):
     # Rows with different token limits finish at different steps and leave the cache, which for
-    # the causal Soft MoE also holds per-row running slot sums.
+    # the causal Soft MoE also contains per-row running slot sums.
     engine = Engine(steel_model(ffn_type, loaded.tokenizer.vocab_size), loaded.tokenizer, max_batch_size=4)
     limits = [3, 12, 7]
     params = [SamplingParams(temperature=0.0, max_new_tokens=limit, ignore_eos=True) for limit in limits]
