@@ -255,8 +255,14 @@ class Engine:
                         for row in rows:
                             self._generate_uncached(row)
             except Exception as error:
+                message = f"{type(error).__name__}: {error}"
                 for row in rows:
-                    row.finish(FINISH_ERROR, flush=False, error=f"{type(error).__name__}: {error}")
+                    row.finish(FINISH_ERROR, flush=False, error=message)
+                # Requests of later batches never start; they too must hear that they failed.
+                for request in requests[start + self.max_batch_size :]:
+                    if request.on_update is not None:
+                        update = GenerationUpdate(request.request_id, "", FINISH_ERROR, len(request.prompt_ids), 0, message)
+                        request.on_update(update)
                 raise
             results.extend(row.result() for row in rows)
         return results

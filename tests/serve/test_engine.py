@@ -161,3 +161,22 @@ def test_worker_rejects_when_queue_full(engine):
     worker.submit(GenerationRequest([1], GREEDY))
     with pytest.raises(ServerBusy):
         worker.submit(GenerationRequest([1], GREEDY))
+
+
+def test_failure_reaches_every_request(loaded):
+    # A failing forward pass must end every request with an error, including those of later batches.
+    engine = Engine(loaded.model, loaded.tokenizer, max_batch_size=1)
+    finish_reasons = []
+
+    def on_update(update):
+        if update.finish_reason is not None:
+            finish_reasons.append(update.finish_reason)
+
+    requests = [GenerationRequest([1, 2], GREEDY, on_update=on_update) for _ in range(3)]
+    hook = loaded.model.register_forward_hook(lambda *_: 1 / 0)
+    try:
+        with pytest.raises(ZeroDivisionError):
+            engine.generate(requests)
+    finally:
+        hook.remove()
+    assert finish_reasons == ["error"] * 3
