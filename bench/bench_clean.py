@@ -15,7 +15,6 @@ operator in one process.
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -78,15 +77,49 @@ def benchmark_process_list() -> list[dict]:
     return process
 
 
-def timed_run(command: list[str], **kwargs) -> tuple[float, float, subprocess.CompletedProcess]:
-    """Run a command; return its wall seconds and the CPU seconds of it and all its child processes."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree_cpu(root_pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of `root_pid` and its descendants now alive, from /proc."""
+    parents, cpu = {}, {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return {pid: cpu[pid] for pid in tree if pid in cpu}
+
+
+def timed_run(command: list[str], poll_seconds: float = 0.2, **kwargs) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Run a command; return its wall seconds and the CPU seconds of its whole process tree.
+
+    Worker processes that datatrove starts through a fork server are not waited for by the
+    command, so `getrusage` misses them; the tree is sampled from /proc instead (a process that
+    ends between two samples loses at most `poll_seconds` of its CPU time).
+    """
     start = time.perf_counter()
-    result = subprocess.run(command, **kwargs)
+    process = subprocess.Popen(command, **kwargs)
+    seen: dict[int, float] = {}
+    while process.poll() is None:
+        seen.update(_process_tree_cpu(process.pid))
+        time.sleep(poll_seconds)
+    stdout, stderr = process.communicate()
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, result
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    return wall, sum(seen.values()), result
 
 
 def run_steel(process: list[dict], input_dir: Path, work: Path) -> tuple[float, float]:
@@ -95,7 +128,9 @@ def run_steel(process: list[dict], input_dir: Path, work: Path) -> tuple[float, 
     inputs = sorted(str(p) for p in input_dir.glob("*.jsonl"))
     command = [sys.executable, "-m", "steel", "data", "clean", "--recipe", str(recipe_path), *inputs,
                "--output", str(work / "steel-out"), "--workers", str(NUM_PROCESSES)]  # fmt: skip
-    wall, cpu, _ = timed_run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall, cpu, result = timed_run(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise SystemExit(f"steel data clean failed (exit {result.returncode}): {' '.join(command)}")
     return wall, cpu
 
 
@@ -118,7 +153,7 @@ def run_data_juicer(process: list[dict], input_dir: Path, work: Path) -> tuple[f
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
     env = {**os.environ, "UV_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     command = [str(DJ_PYTHON), str(REPO / "bench" / "dj" / "run_dj.py"), str(config_path)]
-    wall, cpu, result = timed_run(command, cwd=work, env=env, capture_output=True, text=True)
+    wall, cpu, result = timed_run(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
         sys.stderr.write(result.stderr[-4000:])
         raise SystemExit(f"Data-Juicer failed (exit {result.returncode}); see the output above")
@@ -160,12 +195,18 @@ def profile_steel(process: list[dict], texts: list[str]) -> tuple[list[tuple[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=Path, required=True, help="directory with the sample corpora")
+    parser.add_argument("--samples", type=Path, help="directory with the sample corpora (required to run)")
     parser.add_argument("--repeats", type=int, default=3, help="times the sample documents are repeated")
     parser.add_argument("--shards", type=int, default=4, help="input files (Steel runs one task per file)")
     parser.add_argument("--profile", action="store_true", help="also time each Steel operator in one process")
     parser.add_argument("--skip-data-juicer", action="store_true", help="measure Steel only")
     args = parser.parse_args()
+    if args.samples is None:
+        print("skipped: bench_clean.py needs --samples DIR, the directory with the sample corpora")
+        return
+    if not args.skip_data_juicer and not DJ_PYTHON.is_file():
+        print(f"{DJ_PYTHON} not found (run `bash bench/dj/setup.sh` to compare with Data-Juicer); measuring Steel only")
+        args.skip_data_juicer = True
 
     texts = sample_texts(args.samples)
     process = benchmark_process_list()
@@ -179,8 +220,6 @@ def main() -> None:
         steel_kept = count_lines(work / "steel-out" / "shards", "*.jsonl")
         rows = [("steel", steel_wall, steel_cpu, steel_kept)]
         if not args.skip_data_juicer:
-            if not DJ_PYTHON.is_file():
-                raise SystemExit(f"{DJ_PYTHON} not found: run `bash bench/dj/setup.sh` first")
             dj_wall, dj_cpu = run_data_juicer(process, input_dir, work)
             dj_kept = count_lines(work / "dj-out", "result.jsonl")
             rows.append(("data-juicer 1.6.1", dj_wall, dj_cpu, dj_kept))

@@ -162,3 +162,50 @@ def test_word_filter_shortcut_skips_segmentation():
     view = TextView("，".join(["今天天气很好"] * 12) + "。")
     assert op.decide(view) == (True, None)
     assert not view.has_words("jieba")
+
+
+def _tiny_model_dir(directory):
+    """A tiny random Steel model with a byte-level BPE tokenizer, saved as a Hugging Face directory."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from steel.model import SteelConfig, SteelForCausalLM
+    from steel.tokenizer import load_tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )  # fmt: skip
+    bpe.train_from_iterator([CHINESE, ENGLISH], trainer=trainer)
+    PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>").save_pretrained(directory)
+    config = SteelConfig(
+        vocab_size=load_tokenizer(directory).vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, ffn_type="dense",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    SteelForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
+def test_perplexity_with_steel_model(tmp_path):
+    pytest.importorskip("steel.train.load")
+    import torch
+
+    from steel.data.clean.perplexity import _load_causal_lm
+
+    model_dir = str(_tiny_model_dir(tmp_path / "model"))
+    op = build_operator("perplexity_filter", {"model": model_dir, "max_ppl": 1e9, "max_tokens": 64}, 0, "test")
+    perplexity = op.measure(TextView(CHINESE))
+
+    loaded = _load_causal_lm(model_dir)
+    ids = torch.tensor([loaded.tokenizer.encode(CHINESE)[:64]])
+    with torch.no_grad():
+        expected = math.exp(loaded.model(input_ids=ids, labels=ids).loss.item())
+    assert perplexity == pytest.approx(expected, rel=1e-4)
+    assert op.keeps(perplexity)
+    strict = build_operator("perplexity_filter", {"model": model_dir, "max_ppl": 1.0}, 0, "test")
+    assert not strict.keeps(strict.measure(TextView(CHINESE)))  # a random model is far above perplexity 1

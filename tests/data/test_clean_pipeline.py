@@ -170,3 +170,25 @@ def test_stats_command_prints_both_recipes(corpus, zh_web_output, capsys):
 def test_clean_missing_input(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         main(["data", "clean", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "out")])
+
+
+def test_datatrove_minhash_backend_matches_steel(corpus, zh_web_output, tmp_path):
+    import yaml
+
+    from steel.data.clean.recipe import resolve_recipe_path
+
+    recipe = yaml.safe_load(resolve_recipe_path("zh-web").read_text(encoding="utf-8"))
+    for entry in recipe["process"]:
+        if isinstance(entry, dict) and "document_minhash_deduplicator" in entry:
+            entry["document_minhash_deduplicator"]["backend"] = "datatrove"
+    path = tmp_path / "zh-web-datatrove.yaml"
+    path.write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+
+    stats = _clean(corpus, tmp_path / "out", recipe=str(path))
+    minhash = _by_operator(stats)["document_minhash_deduplicator"]
+    assert minhash["docs_removed"] == 1
+    assert minhash["candidate_pairs_rejected"] == 0
+    assert minhash["candidate_pairs_confirmed"] >= 1
+    output, _ = zh_web_output
+    for name in ("00000.jsonl", "00001.jsonl"):
+        assert (tmp_path / "out" / "shards" / name).read_bytes() == (output / "shards" / name).read_bytes()

@@ -88,6 +88,7 @@ DEDUPLICATORS: dict[str, DedupSpec] = {
         {
             "tokenization": "character", "window_size": 5, "lowercase": True, "ignore_pattern": None,
             "num_permutations": 256, "jaccard_threshold": 0.7, "num_bands": None, "num_rows_per_band": None, "seed": 42,
+            "backend": "steel",
         },
     ),  # fmt: skip
 }
@@ -189,6 +190,8 @@ def build_operator(name: str, entry: dict[str, Any] | None, index: int, where: s
     if name in DEDUPLICATORS:
         spec = DEDUPLICATORS[name]
         params = _merge(spec.defaults, entry, where)
+        if params.get("backend", "steel") not in ("steel", "datatrove"):
+            raise ValueError(f"{where}: backend must be 'steel' (one-node LSH) or 'datatrove' (multi-stage), got {params['backend']!r}")
         return Operator(name, "dedup", params, index, None, method=spec.method, ignored_keys=ignored)
 
     known = sorted([*MAPPERS, *FILTERS, *DEDUPLICATORS])

@@ -147,7 +147,11 @@ def compute_signature(op, text: str):
 
 
 def minhash_config(op) -> dedup.MinHashConfig:
-    return dedup.MinHashConfig(**op.params)
+    return dedup.MinHashConfig(**{k: v for k, v in op.params.items() if k != "backend"})
+
+
+def _on_datatrove(op) -> bool:
+    return op.method == "minhash" and op.params.get("backend") == "datatrove"
 
 
 class ComputeSignatures(PipelineStep):
@@ -265,22 +269,11 @@ def find_duplicates(config: CleanConfig) -> dict:
 
     for op in recipe.deduplicators:
         stats = OperatorStats(op.label, op.name, op.kind)
-        parts = [np.load(work / "signatures" / f"{op.label}.{r:05d}.npy") for r in range(num_shards)]
-        signatures = np.concatenate(parts) if parts else np.zeros(0)
         alive_indices = np.flatnonzero(alive)
-        candidates = signatures[alive_indices]
-        extra = {}
-        if op.method == "exact":
-            duplicates = dedup.find_exact_duplicates([bytes(s) for s in candidates])
-        elif op.method == "simhash":
-            duplicates = dedup.find_simhash_duplicates(
-                [int(s) for s in candidates], op.params["num_blocks"], op.params["hamming_distance"]
-            )
+        if _on_datatrove(op):
+            duplicates, extra = _resolve_clusters(op, work, num_shards, offsets, alive_indices)
         else:
-            mh = minhash_config(op)
-            duplicates, extra = dedup.find_minhash_duplicates(
-                candidates, mh, lambda i: dedup.shingle_set(text_of(int(alive_indices[i])), mh)
-            )
+            duplicates, extra = _match_signatures(op, work, num_shards, alive_indices, text_of)
         stats.docs_in = len(alive_indices)
         stats.chars_in = int(all_lengths[alive_indices].sum())
         for local, kept_local in sorted(duplicates.items()):
@@ -308,6 +301,33 @@ def find_duplicates(config: CleanConfig) -> dict:
         rank, index = locate(int(global_index))
         removed.setdefault(str(rank), []).append(index)
     return {"removed": removed, "stats": stats_list}
+
+
+def _match_signatures(op, work: Path, num_shards: int, alive_indices: np.ndarray, text_of) -> tuple[dict[int, int], dict]:
+    """Map each duplicate among the surviving documents to the one it duplicates (local indices)."""
+    parts = [np.load(work / "signatures" / f"{op.label}.{r:05d}.npy") for r in range(num_shards)]
+    candidates = (np.concatenate(parts) if parts else np.zeros(0))[alive_indices]
+    if op.method == "exact":
+        return dedup.find_exact_duplicates([bytes(s) for s in candidates]), {}
+    if op.method == "simhash":
+        fingerprints = [int(s) for s in candidates]
+        return dedup.find_simhash_duplicates(fingerprints, op.params["num_blocks"], op.params["hamming_distance"]), {}
+    config = minhash_config(op)
+    return dedup.find_minhash_duplicates(candidates, config, lambda i: dedup.shingle_set(text_of(int(alive_indices[i])), config))
+
+
+def _resolve_clusters(op, work: Path, num_shards: int, offsets: np.ndarray, alive_indices: np.ndarray):
+    """Map each surviving duplicate of datatrove's clusters to the first survivor of its cluster."""
+    from steel.data.clean.dedup_datatrove import read_clusters
+
+    clusters, counts = read_clusters(op, work, num_shards)
+    local_of = {int(g): i for i, g in enumerate(alive_indices)}
+    duplicates = {}
+    for members in clusters:
+        survivors = sorted(local_of[g] for g in (int(offsets[s]) + d for s, d in members) if g in local_of)
+        for local in survivors[1:]:
+            duplicates[local] = survivors[0]
+    return duplicates, counts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,14 +437,20 @@ def build_stages(config: CleanConfig) -> list[tuple[str, list, int]]:
 
     # Before dedup the cleaned text is kept under "__text__", so no input field can collide with it.
     cleaned_names = [f"{r:05d}.jsonl" for r in range(num_shards)]
-    clean.append(ComputeSignatures(recipe.deduplicators, str(work)))
+    clean.append(ComputeSignatures([op for op in recipe.deduplicators if not _on_datatrove(op)], str(work)))
     clean.append(WriteShard(str(work / "cleaned"), cleaned_names, "__text__", str(work / "cleaned_summary")))
     removed_path = str(work / "dedup" / "removed.json")
     write = [
         DropDuplicates(str(work / "cleaned"), removed_path),
         WriteShard(shard_dir, final_names, recipe.text_key, str(work / "shard_summary")),
     ]
-    return [("clean", clean, num_shards), ("dedup", [FindDuplicates(config, removed_path)], 1), ("write", write, num_shards)]
+    stages = [("clean", clean, num_shards)]
+    for op in recipe.deduplicators:
+        if _on_datatrove(op):
+            from steel.data.clean.dedup_datatrove import build_minhash_stages
+
+            stages += build_minhash_stages(op, work, num_shards)
+    return stages + [("dedup", [FindDuplicates(config, removed_path)], 1), ("write", write, num_shards)]
 
 
 class FindDuplicates(PipelineStep):
