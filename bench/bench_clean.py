@@ -153,9 +153,11 @@ def run_data_juicer(process: list[dict], input_dir: Path, work: Path) -> tuple[f
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
     env = {**os.environ, "UV_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     command = [str(DJ_PYTHON), str(REPO / "bench" / "dj" / "run_dj.py"), str(config_path)]
-    wall, cpu, result = timed_run(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log_path = work / "dj.log"  # a file, not a pipe: nothing reads a pipe while the run is sampled
+    with open(log_path, "w") as log:
+        wall, cpu, result = timed_run(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
-        sys.stderr.write(result.stderr[-4000:])
+        sys.stderr.write(log_path.read_text(errors="replace")[-4000:])
         raise SystemExit(f"Data-Juicer failed (exit {result.returncode}); see the output above")
     return wall, cpu
 

@@ -13,6 +13,7 @@ then resolved by `steel.data.clean.pipeline.find_duplicates`, which keeps the fi
 document of each cluster in input order, as the other deduplicators do.
 """
 
+import json
 import logging
 import struct
 from pathlib import Path
@@ -124,7 +125,7 @@ class ConfirmPairs(PipelineStep):
 
 
 def build_minhash_stages(op, work: Path, num_shards: int) -> list[tuple[str, list, int]]:
-    """The datatrove stages of one `backend: datatrove` MinHash deduplicator, to run after cleaning."""
+    """Build the datatrove stages of one `backend: datatrove` MinHash deduplicator, to run after cleaning."""
     base = work / "minhash" / op.label
     config = minhash_config(op.params)
     cleaned = str(work / "cleaned")
@@ -137,7 +138,10 @@ def build_minhash_stages(op, work: Path, num_shards: int) -> list[tuple[str, lis
 
 
 def read_clusters(op, work: Path, num_shards: int) -> tuple[list[list[tuple[int, int]]], dict]:
-    """Return the clusters as lists of (shard, document), and the pair counts of the confirm stage."""
+    """Return the clusters as lists of (shard, document), and the pair counts of the confirm stage.
+
+    The counts are per LSH band: a pair that shares several bands is counted once for each.
+    """
     base = work / "minhash" / op.label
     clusters: dict[int, list[tuple[int, int]]] = {}
     for shard in range(num_shards):
@@ -146,11 +150,5 @@ def read_clusters(op, work: Path, num_shards: int) -> tuple[list[list[tuple[int,
             continue
         for document, cluster in struct.iter_unpack("<2I", path.read_bytes()):
             clusters.setdefault(cluster, []).append((shard, document))
-    counts = io_json(base / "confirmed" / "pairs.json")
+    counts = json.loads((base / "confirmed" / "pairs.json").read_text(encoding="utf-8"))
     return [sorted(members) for _, members in sorted(clusters.items())], counts
-
-
-def io_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8"))
