@@ -26,6 +26,7 @@ import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -214,7 +215,9 @@ def load_checkpoint(
         state = {"model": get_model_state_dict(model)}
         if optimizer is not None:
             state["optimizer"] = get_optimizer_state_dict(model, optimizer)
-        dcp.load(state, checkpoint_id=checkpoint_dir / "state", no_dist=no_dist)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+            dcp.load(state, checkpoint_id=checkpoint_dir / "state", no_dist=no_dist)
         set_model_state_dict(model, state["model"])
         if optimizer is not None:
             set_optimizer_state_dict(model, optimizer, state["optimizer"])
@@ -238,7 +241,10 @@ def load_weights(checkpoint_dir: str | Path, model: torch.nn.Module) -> None:
 
         state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
         holder = {"model": state}
-        dcp.load(holder, checkpoint_id=checkpoint_dir / "state", no_dist=True)
+        with warnings.catch_warnings():
+            # Loading in one process is the intent here, which DCP would warn about.
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+            dcp.load(holder, checkpoint_id=checkpoint_dir / "state", no_dist=True)
         state = holder["model"]
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not _is_tied_copy(model, k)]

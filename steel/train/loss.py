@@ -68,17 +68,17 @@ def _chunk_loss_and_grads(
     hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return the summed cross-entropy of one chunk and its gradients for hidden and weight."""
-    logits = (hidden @ weight.t()).float()
     valid = labels != IGNORE_INDEX
     safe_labels = torch.where(valid, labels, torch.zeros_like(labels))
-    log_z = torch.logsumexp(logits, dim=-1)
-    target_logits = torch.gather(logits, 1, safe_labels[:, None])[:, 0]
-    loss_sum = ((log_z - target_logits) * valid).sum()
+    log_probs = torch.log_softmax((hidden @ weight.t()).float(), dim=-1)
+    target_log_probs = torch.gather(log_probs, 1, safe_labels[:, None])[:, 0]
+    loss_sum = -(target_log_probs * valid).sum()
 
     # d(loss_sum)/d(logits) = softmax - one_hot(label), zero on positions without a target.
-    grad_logits = torch.softmax(logits, dim=-1)
+    grad_logits = log_probs.exp_()
     grad_logits[torch.arange(len(labels), device=labels.device), safe_labels] -= 1.0
-    grad_logits *= valid[:, None]
+    if not bool(valid.all()):
+        grad_logits *= valid[:, None]
     if not torch.is_autocast_enabled(hidden.device.type):
         grad_logits = grad_logits.to(weight.dtype)  # under autocast the matmuls pick their own dtype
     grad_hidden = grad_logits @ weight

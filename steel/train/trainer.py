@@ -456,6 +456,13 @@ class Trainer:
         vocab = model_config.vocab_size
         tokens_per_step = (self.config.batch.global_batch_size * self.block_size) if self.block_size else None
         attention = getattr(model_config, "_attn_implementation", None) or "default"
+        if attention == "sdpa" and self.env.device.type == "cuda":
+            backends = [name for name, enabled in (
+                ("flash", torch.backends.cuda.flash_sdp_enabled()),
+                ("memory-efficient", torch.backends.cuda.mem_efficient_sdp_enabled()),
+                ("math", torch.backends.cuda.math_sdp_enabled()),
+            ) if enabled]
+            attention += f" (backends allowed: {', '.join(backends)})"
         log.info("resolved config:\n%s", to_yaml(self.config))
         log.info("stage %s | world size %d | device %s | compute dtype %s (master weights float32)",
                  self.stage, self.env.world_size, self.env.device, str(self.compute_dtype).removeprefix("torch."))

@@ -137,3 +137,15 @@ def test_sigkill_and_resume_is_exact(tmp_path, runs, toy_tokens_file, qwen2_conf
     assert final.keys() == reference.keys()
     for name in final:
         assert torch.equal(final[name], reference[name]), name
+
+
+def test_load_model_reads_sharded_checkpoint(runs):
+    from steel.train import load_model
+
+    sharded = load_model(runs / "w2")
+    single = load_model(runs / "w1")
+    assert sharded.provenance["step"] == MAX_STEPS
+    assert sharded.provenance["kind"] == "checkpoint"
+    reference = single.model.state_dict()
+    for name, tensor in sharded.model.state_dict().items():
+        assert torch.allclose(tensor, reference[name], rtol=1e-4, atol=1e-6), name
