@@ -69,3 +69,22 @@ def test_word_filter_shortcuts_agree_on_samples(sample_corpus):
     for text in texts:
         for op in ops:
             assert op.decide(TextView(text))[0] == op.keeps(op.measure(TextView(text)))
+
+
+def test_faithful_code_recipe_on_python_sample(shared_dir, tmp_path):
+    parquet = shared_dir / "data" / "steel-samples" / "train-00000-of-00059_python_sample.parquet"
+    contents = [record["content"] for _, (_, record) in zip(range(200), io.iter_records(parquet))]
+    path = tmp_path / "python.jsonl"
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in contents), encoding="utf-8")
+
+    stats = measure_recipe(load_recipe("steel-code"), [path])
+    removed = {op["label"]: op["docs_removed"] for op in stats["operators"] if op["kind"] == "filter"}
+    modified = {op["label"]: op["docs_modified"] for op in stats["operators"] if op["kind"] == "mapper"}
+    assert stats["totals"]["documents_out"] == 169
+    assert removed == {
+        "06_alphanumeric_filter": 1, "07_alphanumeric_filter": 7, "08_average_line_length_filter": 3,
+        "09_character_repetition_filter": 7, "10_maximum_line_length_filter": 0, "11_text_length_filter": 2,
+        "12_words_num_filter": 8, "13_word_repetition_filter": 3,
+    }  # fmt: skip
+    assert modified["05_clean_copyright_mapper"] == 29  # licence headers at the top of files
+    assert modified["01_clean_links_mapper"] == 56
