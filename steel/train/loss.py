@@ -1,9 +1,9 @@
 """Losses for the trainer core: chunked cross-entropy over hidden states, and the loss objects.
 
 A training stage gives the trainer a *loss object* (see `TrainLoss`). The trainer calls it once per
-micro-batch inside the (possibly FSDP-sharded) root module and weights the results by the number
-of units each micro-batch holds, so the loss of an optimizer step is the mean over every target
-token of every micro-batch on every rank, not a mean of per-micro-batch means.
+micro-batch inside the (possibly FSDP-sharded) root module and divides the summed results by the
+number of units in the whole step. The loss of an optimizer step is therefore the mean over every
+target token of every micro-batch on every rank, not a mean of per-micro-batch means.
 
 The output layer is applied in chunks of `chunk_size` tokens, so the `tokens x vocabulary` logits
 of a micro-batch (8 x 2048 x 151,936 float32 values are 10 GB) never exist at once. The
@@ -26,7 +26,7 @@ class TrainLoss(Protocol):
     """What a training stage (pretraining, SFT, DPO) supplies to `steel.train.trainer.Trainer`.
 
     `count(micro_batch)` returns how many units the micro-batch contributes to the step's mean
-    (target tokens for language modelling, preference pairs for DPO); it must not need the model.
+    (target tokens for language modelling, preference pairs for DPO). It must not need the model.
 
     `__call__(model, micro_batch)` runs the forward pass and returns a dict with `loss_sum`, the
     loss summed over those units (a scalar tensor with gradient), and optionally more scalar tensors

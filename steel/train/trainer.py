@@ -439,9 +439,12 @@ class Trainer:
             ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
         self.root.train()
         completion = ids[0].tolist()[len(self.tokenizer.encode(prompt)):]
-        eos = getattr(self.tokenizer, "eos_id", None)
-        if eos in completion:
-            completion = completion[: completion.index(eos)]
+        # Cut at the end of the document (the shard separator) or of a chat turn.
+        stops = {getattr(self.tokenizer, "eos_id", None), *getattr(self.tokenizer, "special_ids", {}).values()}
+        for index, token_id in enumerate(completion):
+            if token_id in stops:
+                completion = completion[:index]
+                break
         return self.tokenizer.decode(completion)
 
     # -----------------------------------------------------------------------------------------
