@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ def pretrain(args: argparse.Namespace) -> int:
         state = run_pretraining(config)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
         raise _user_error(error) from None
-    log.info("finished at step %d after %s tokens; run directory %s", state.step, f"{state.tokens:,}", config.run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        log.info("finished at step %d after %s tokens; run directory %s", state.step, f"{state.tokens:,}", config.run_dir)
     return 0
 
 
