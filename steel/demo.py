@@ -91,7 +91,7 @@ PROFILES = {
         model_preset="steel-small",
         block_size=256,
         minutes=10.0,
-        sft_epochs=2,
+        sft_epochs=1,
     ),
     "fast": DemoProfile(
         name="fast",
@@ -674,7 +674,7 @@ def demo_parser(parser: argparse.ArgumentParser) -> None:
         help="pretraining budget in minutes, turned into a step count by a short calibration (default: 10; --fast uses 200 steps)",
     )
     parser.add_argument("--steps", type=int, default=None, help="pretraining optimizer steps; overrides --minutes (reproducible reruns)")
-    parser.add_argument("--sft-epochs", type=int, default=None, help="passes over the training reviews in SFT (default: 2; --fast: 3)")
+    parser.add_argument("--sft-epochs", type=int, default=None, help="passes over the training reviews in SFT (default: 1; --fast: 3)")
     parser.add_argument(
         "--tokenizer", choices=("bpe", "qwen"), default="bpe",
         help="train a small BPE tokenizer on the corpus (default) or use the Qwen1.5 tokenizer",
