@@ -50,6 +50,9 @@ class SamplingParams:
             found.append(f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}")
         if any(not text for text in self.stop):
             found.append("stop strings must not be empty")
+        # torch.Generator.manual_seed takes a 64-bit integer; a larger seed would fail mid-generation.
+        if self.seed is not None and not (-(2**63) <= self.seed < 2**64):
+            found.append(f"seed must be a 64-bit integer (between -2**63 and 2**64 - 1), got {self.seed}")
         return found
 
 

@@ -60,3 +60,10 @@ def test_invalid_params_are_all_reported():
     problems = params.problems()
     assert len(problems) == 6
     assert any("top_p" in problem for problem in problems)
+
+
+def test_seed_outside_64_bits_is_invalid():
+    assert SamplingParams(seed=2**64 - 1).problems() == []
+    problems = SamplingParams(seed=10**23).problems()
+    assert len(problems) == 1
+    assert "seed must be a 64-bit integer" in problems[0]
