@@ -56,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for spec in specs:
         logger.info("loading %s on %s in %s", spec, device, str(dtype).removeprefix("torch."))
-        loaded = load_model(spec, device=device, dtype=dtype)
+        try:
+            loaded = load_model(spec, device=device, dtype=dtype)
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"error: {error}") from None
         if loaded.tokenizer is None:
             raise SystemExit(f"{spec}: the model has no tokenizer; export it with its tokenizer or pass a run or checkpoint directory")
         if args.task == "perplexity":
@@ -210,21 +213,23 @@ def _files_sha256(paths: list[Path]) -> str:
 
 
 def _read_documents(path: Path, text_field: str) -> tuple[list[str], list[str]]:
+    """Read the documents of a JSONL, JSON-array or Parquet file (UTF-8 or GBK, optionally compressed).
+
+    Unreadable records and records without a string `text_field` are returned as problems that name
+    the file and line; the other documents are still read.
+    """
+    from steel.data.io import iter_records
+
     documents, problems = [], []
-    with open(path, encoding="utf-8") as file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                problems.append(f"{path}:{line_number}: invalid JSON: {error.msg}")
-                continue
+    try:
+        for line_number, record in iter_records(path, on_bad=lambda bad: problems.append(str(bad))):
             text = record.get(text_field) if isinstance(record, dict) else None
             if not isinstance(text, str):
                 problems.append(f"{path}:{line_number}: no string field {text_field!r}")
                 continue
             documents.append(text)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: cannot read {path}: {error}") from None
     return documents, problems
 
 

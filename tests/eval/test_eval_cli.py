@@ -88,8 +88,30 @@ def test_perplexity_task(tiny_model_dir, tmp_path):
     result = json.loads(output.read_text(encoding="utf-8"))
     assert result["metrics"]["num_documents"] == 2
     assert result["metrics"]["ppl"] > 1
-    assert result["data_problems"] == [f"{data}:2: invalid JSON: Expecting value"]
+    assert len(result["data_problems"]) == 1
+    assert result["data_problems"][0].startswith(f"{data}:2: ")
+    assert "Expecting value" in result["data_problems"][0]
     assert "bits/char" in (tmp_path / "ppl.md").read_text(encoding="utf-8")
+
+
+def test_perplexity_reads_gbk_and_rejects_unreadable(tiny_model_dir, tmp_path):
+    gbk = tmp_path / "gbk.jsonl"
+    gbk.write_bytes((json.dumps({"text": "钢铁是这样炼成的。"}, ensure_ascii=False) + "\n").encode("gbk"))
+    output = tmp_path / "gbk.json"
+    assert _run(tiny_model_dir("dense"), "--task", "perplexity", "--data", gbk, "--output", output) == 0
+    assert json.loads(output.read_text(encoding="utf-8"))["metrics"]["num_documents"] == 1
+
+    utf16 = tmp_path / "utf16.jsonl"
+    utf16.write_text('{"text": "abc"}\n', encoding="utf-16")
+    with pytest.raises(SystemExit, match="cannot read"):
+        _run(tiny_model_dir("dense"), "--task", "perplexity", "--data", utf16)
+
+
+def test_missing_model_is_one_line_error(tmp_path):
+    data = tmp_path / "docs.jsonl"
+    data.write_text('{"text": "abc"}\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match="model not found"):
+        _run(tmp_path / "nope", "--task", "perplexity", "--data", data)
 
 
 def test_all_checkpoints_plot(tiny_model_dir, tokenizer_dir, tmp_path):
