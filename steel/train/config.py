@@ -238,6 +238,10 @@ class TrainConfig:
             problems.append("set model.preset, model.config or model.init_from (architecture and weights of a run)")
         if self.schedule.max_steps is None and self.schedule.max_tokens is None:
             problems.append("set schedule.max_steps or schedule.max_tokens")
+        if self.schedule.max_steps is not None and self.schedule.max_steps < 1:
+            problems.append(f"schedule.max_steps must be at least 1, got {self.schedule.max_steps}")
+        if self.schedule.max_tokens is not None and self.schedule.max_tokens < 1:
+            problems.append(f"schedule.max_tokens must be at least 1, got {self.schedule.max_tokens}")
         if self.schedule.decay not in ("cosine", "linear", "constant"):
             problems.append(f"schedule.decay must be cosine, linear or constant, not {self.schedule.decay!r}")
         if self.optimizer.weight_decay_scope not in ("all", "matrices"):

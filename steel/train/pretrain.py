@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -22,10 +23,28 @@ def prepare_run_manifest(config: TrainConfig, env: DistributedEnv) -> Path:
     run_manifest = Path(config.run_dir) / RUN_MANIFEST_FILE
     if not run_manifest.is_file() and not config.data.shards:
         raise ValueError("data.shards is empty: give the token shard directories of `steel data tokenize`")
+    if run_manifest.is_file():
+        check_shards_recorded(run_manifest, config.data.shards)
     if env.is_main:
         init_run_manifest(config.run_dir, config.data.shards)
     barrier()
     return run_manifest
+
+
+def check_shards_recorded(run_manifest: Path, shard_dirs: list[str]) -> None:
+    """Raise ValueError when `data.shards` names a directory the run's own manifest does not contain.
+
+    A run trains on its copy of the manifest; new data joins it only through `steel data append`, so a
+    changed `data.shards` would otherwise be ignored without a word.
+    """
+    recorded = {entry["directory"] for entry in json.loads(run_manifest.read_text(encoding="utf-8"))["datasets"]}
+    missing = [d for d in shard_dirs if str(Path(d).resolve()) not in recorded]
+    if missing:
+        raise ValueError(
+            f"data.shards names {', '.join(map(str, missing))}, which {run_manifest} does not contain; "
+            f"this run trains on {', '.join(sorted(recorded))}. Add data with `steel data append "
+            f"{run_manifest.parent} SHARDS`, or choose a new run_dir"
+        )
 
 
 def load_run_tokenizer(config: TrainConfig, manifest):

@@ -239,3 +239,25 @@ def test_resume_from_earlier_checkpoint_is_exact(tmp_path, run, shards):
     reference = load_file(run[0] / "checkpoints" / "step-00000012" / "model.safetensors")
     for name in reference:
         assert torch.equal(final[name], reference[name]), name
+
+
+def test_changed_shards_on_existing_run_rejected(tmp_path):
+    from steel.train.pretrain import check_shards_recorded
+
+    run_manifest = tmp_path / "data_manifest.json"
+    recorded = tmp_path / "tokens-a"
+    run_manifest.write_text(json.dumps({"datasets": [{"directory": str(recorded.resolve())}]}), encoding="utf-8")
+
+    check_shards_recorded(run_manifest, [str(recorded)])
+    with pytest.raises(ValueError, match="does not contain"):
+        check_shards_recorded(run_manifest, [str(tmp_path / "tokens-b")])
+
+
+def test_max_steps_below_one_rejected():
+    from steel.train.config import TrainConfig
+
+    config = TrainConfig()
+    config.model.preset = "steel-tiny"
+    config.schedule.max_steps = 0
+    with pytest.raises(ValueError, match="schedule.max_steps must be at least 1"):
+        config.validate()
