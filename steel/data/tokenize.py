@@ -483,7 +483,10 @@ def run_tokenize(config: TokenizeConfig) -> TokenizeSummary:
     files = expand_inputs(config.inputs)
     if not files:
         raise SystemExit("no input files given")
-    tokenizer = load_tokenizer(config.tokenizer)
+    try:
+        tokenizer = load_tokenizer(config.tokenizer)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: --tokenizer {config.tokenizer!r}: {error}") from None
     if config.separator not in tokenizer.special_ids:
         raise SystemExit(
             f"--separator {config.separator!r} is not a special token of {tokenizer.name}; "

@@ -1,6 +1,8 @@
 import gzip
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -265,3 +267,15 @@ def test_cli_tokenize_and_inspect(corpus, tmp_path, capsys):
     assert "tokens by language" in out
     assert "--- decoded ---" in out
     assert "第" in out or "Document" in out or "def" in out
+
+
+def test_unknown_tokenizer_is_one_line_error(tmp_path):
+    data = tmp_path / "docs.jsonl"
+    data.write_text('{"text": "abc"}\n', encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "data", "tokenize", str(data), "--output", str(tmp_path / "out"), "--tokenizer", "nope"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "unknown tokenizer 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr
