@@ -192,3 +192,22 @@ def test_datatrove_minhash_backend_matches_steel(corpus, zh_web_output, tmp_path
     output, _ = zh_web_output
     for name in ("00000.jsonl", "00001.jsonl"):
         assert (tmp_path / "out" / "shards" / name).read_bytes() == (output / "shards" / name).read_bytes()
+
+
+def test_unreadable_input_fails_before_work(tmp_path):
+    import subprocess
+    import sys
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "今天天气很好，我们去公园散步。"}\n', encoding="utf-8")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "\x80\x80 \x80\x80 \x80 \x80 \x80 \xff \xff"}\n')
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "data", "clean", str(good), str(bad), "--output", str(output)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert f"{bad}: the first" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not output.exists()

@@ -32,6 +32,7 @@ def clean(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.inputs if not p.is_file()]
     if missing:
         raise SystemExit(f"input file(s) not found: {', '.join(missing)}")
+    check_readable(args.inputs)
     recipe = load_recipe(args.recipe)
     if recipe.ignored_keys:
         print(f"recipe {recipe.name}: ignored keys: {', '.join(recipe.ignored_keys)}", file=sys.stderr)
@@ -52,6 +53,29 @@ def clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_readable(paths: list[Path]) -> None:
+    """Fail before any work when an input's text encoding is neither UTF-8 nor GBK/GB18030.
+
+    The cleaning workers read UTF-8 and GBK only; other encodings are converted first, by
+    `steel data convert --encoding NAME`, which writes UTF-8 JSONL.
+    """
+    from steel.data.io import data_suffix, detect_encoding
+
+    problems = []
+    for path in paths:
+        if data_suffix(path) == ".parquet":
+            continue
+        try:
+            detect_encoding(path)
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise SystemExit(
+            "cannot read these inputs; convert them to UTF-8 JSONL first with "
+            "`steel data convert --source jsonl --encoding NAME FILE --output DIR`:\n  " + "\n  ".join(problems)
+        )
+
+
 def stats_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "paths", nargs="+", type=Path, metavar="PATH",
@@ -70,6 +94,7 @@ def stats(args: argparse.Namespace) -> int:
         missing = [str(p) for p in args.paths if not p.is_file()]
         if missing:
             raise SystemExit(f"input file(s) not found: {', '.join(missing)}")
+        check_readable(args.paths)
         results = [measure_recipe(load_recipe(r), args.paths, max_docs=args.max_docs) for r in args.recipe]
     else:
         results = [load_stats(p) for p in args.paths]
