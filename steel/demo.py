@@ -88,7 +88,7 @@ PROFILES = {
         train_reviews=None,
         eval_reviews=600,
         vocab_size=8000,
-        model_preset="steel-small",
+        model_preset="steel-tiny",
         block_size=256,
         minutes=10.0,
         sft_epochs=1,
@@ -404,7 +404,13 @@ class Demo:
     def calibrate(self) -> int:
         if self.settings.steps is not None:
             return self.settings.steps
-        settings = {"minutes": self.settings.minutes, "profile": self.profile.name}
+        settings = {
+            "minutes": self.settings.minutes,
+            "preset": self.profile.model_preset,
+            "overrides": self.profile.model_overrides,
+            "block_size": self.profile.block_size,
+            "calibration_steps": self.profile.calibration_steps,
+        }
 
         def body(stage_dir: Path) -> dict:
             steps = self.profile.calibration_steps
