@@ -16,9 +16,10 @@
   8. chat       fixed Chinese prompts answered by the SFT model
   9. report     `DIR/report.md`, `DIR/report.json` and PNG charts
 
-Held-out reviews are split off by content hash inside the source adapter, before anything else.
-They reach neither pretraining nor SFT data, and the evaluate stage checks it with the n-gram search
-of `steel eval contamination`.
+Held-out reviews are split off by content hash inside the source adapter, before anything else, so
+no held-out text reaches pretraining or SFT data. Near-duplicates of training reviews can still fall
+on the held-out side; the evaluate stage finds them with the n-gram search of `steel eval
+contamination`, leaves them out of the evaluation set, and reports how many it left out.
 
 Every stage records a key (a hash of its settings and the keys of the stages it reads) in
 `DIR/stages/NAME.json` when it finishes. A rerun skips stages whose key is unchanged unless
@@ -472,7 +473,12 @@ class Demo:
     # 7. evaluate --------------------------------------------------------------------------------
 
     def evaluate(self) -> dict:
-        settings = {"eval_reviews": self.profile.eval_reviews, "seed": self.settings.seed, "protocol": "generate+fuzzy"}
+        settings = {
+            "eval_reviews": self.profile.eval_reviews,
+            "seed": self.settings.seed,
+            "protocol": "generate+fuzzy",
+            "exclude_near_duplicates": True,
+        }
 
         def body(stage_dir: Path) -> dict:
             return evaluate_models(self, stage_dir)
@@ -584,8 +590,12 @@ def evaluate_models(demo: Demo, stage_dir: Path) -> dict:
     unigram = unigram_baseline(demo.stages.results["tokens"]["manifest"])
     print(f"validation loss {perplexity['loss']:.3f} nats/token vs add-one unigram {unigram:.3f}", flush=True)
 
+    # Exact duplicates never cross the split, but near-duplicate reviews can; held-out reviews that
+    # overlap training text are left out of the evaluation set and counted in the report.
     heldout = _read_jsonl([demo.output / "sources" / "heldout-reviews.jsonl"])
-    reviews = balanced_reviews(heldout, demo.profile.eval_reviews, demo.settings.seed)
+    near_duplicates = find_near_duplicates(demo, heldout)
+    candidates = [review for review in heldout if review["id"] not in near_duplicates]
+    reviews = balanced_reviews(candidates, demo.profile.eval_reviews, demo.settings.seed)
     questions = [review_question(review, index) for index, review in enumerate(reviews)]
     majority = max(sum(q.answer == letter for q in questions) for letter in REVIEW_OPTIONS) / len(questions)
 
@@ -606,6 +616,7 @@ def evaluate_models(demo: Demo, stage_dir: Path) -> dict:
         print(f"{name}: accuracy {results.accuracy:.3f}", flush=True)
 
     contamination = contamination_check(demo, reviews)
+    contamination["heldout_excluded_as_near_duplicates"] = len(near_duplicates)
     return {
         "validation": perplexity,
         "unigram_baseline_loss": unigram,
@@ -616,34 +627,38 @@ def evaluate_models(demo: Demo, stage_dir: Path) -> dict:
     }
 
 
-def contamination_check(demo: Demo, reviews: list[dict]) -> dict:
-    """Search the pretraining text and the SFT data for the evaluated reviews (expected: none).
+def _training_files(demo: Demo) -> tuple[list[Path], Path]:
+    pretrain_files = sorted((demo.output / "clean" / "zh-web" / "shards").rglob("*.jsonl"))
+    return pretrain_files, Path(demo.stages.results["sft"]["data"])
 
-    Exact matches are counted, and `steel.eval.contamination.find_contamination`, the search behind
-    `steel eval contamination`, looks for overlapping character 13-grams. The search is given the
-    review texts alone, because the question template is in every SFT sample by design.
+
+def find_near_duplicates(demo: Demo, reviews: list[dict]) -> set[str]:
+    """Return the ids of reviews whose character 13-grams overlap pretraining or SFT text by half or more.
+
+    This is the search behind `steel eval contamination` (`steel.eval.contamination`). It is given
+    the review texts alone, because the question template is in every SFT sample by design.
     """
     from steel.eval import MCQuestion
     from steel.eval.contamination import find_contamination, iter_jsonl_texts
 
-    pretrain_files = sorted((demo.output / "clean" / "zh-web" / "shards").rglob("*.jsonl"))
-    sft_file = Path(demo.stages.results["sft"]["data"])
-    pretrain_texts = {record["text"] for record in _read_jsonl(pretrain_files)}
-    sft_prompts = {record["messages"][0]["content"] for record in _read_jsonl([sft_file])}
-
-    exact_in_pretraining = sum(review["text"] in pretrain_texts for review in reviews)
-    exact_in_sft = sum(review_prompt_text(review_question(review, 0)) in sft_prompts for review in reviews)
-
+    pretrain_files, sft_file = _training_files(demo)
     questions = [
         ("heldout", MCQuestion(question=review["text"][:MAX_REVIEW_CHARS], options=dict(REVIEW_OPTIONS), id=review["id"]))
         for review in reviews
     ]
     search = find_contamination(questions, iter_jsonl_texts([*pretrain_files, sft_file]), progress=True)
+    return {item["id"] for item in search["flagged"]}
+
+
+def contamination_check(demo: Demo, reviews: list[dict]) -> dict:
+    """Search the pretraining text and the SFT data for the evaluated reviews (expected: none)."""
+    pretrain_files, sft_file = _training_files(demo)
+    pretrain_texts = {record["text"] for record in _read_jsonl(pretrain_files)}
+    sft_prompts = {record["messages"][0]["content"] for record in _read_jsonl([sft_file])}
     return {
-        "exact_in_pretraining": exact_in_pretraining,
-        "exact_in_sft": exact_in_sft,
-        "ngram_overlap_flagged": len(search["flagged"]),
-        "ngram_overlap_examples": search["flagged"][:5],
+        "exact_in_pretraining": sum(review["text"] in pretrain_texts for review in reviews),
+        "exact_in_sft": sum(review_prompt_text(review_question(review, 0)) in sft_prompts for review in reviews),
+        "ngram_overlap_flagged": len(find_near_duplicates(demo, reviews)),
     }
 
 
