@@ -46,7 +46,15 @@ def _parse_ids(values: list[str]) -> list[int]:
 
 
 def decode(args: argparse.Namespace) -> int:
-    print(_load(args.tokenizer).decode(_parse_ids(args.ids)))
+    tokenizer = _load(args.tokenizer)
+    ids = _parse_ids(args.ids)
+    out_of_range = [i for i in ids if not 0 <= i < tokenizer.vocab_size]
+    if out_of_range:
+        raise SystemExit(
+            f"token id(s) {', '.join(map(str, out_of_range))} outside the vocabulary of {tokenizer.name} "
+            f"(valid: 0 to {tokenizer.vocab_size - 1})"
+        )
+    print(tokenizer.decode(ids))
     return 0
 
 

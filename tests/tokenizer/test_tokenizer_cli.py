@@ -34,6 +34,16 @@ def test_decode_rejects_bad_ids():
     assert "Traceback" not in result.stderr
 
 
+def test_decode_rejects_ids_outside_vocabulary():
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "tokenizer", "decode", "--tokenizer", "qwen", "12", "999999999"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "999999999 outside the vocabulary" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_export_writes_hf_directory(tmp_path, capsys):
     assert main(["tokenizer", "export", "qwen", str(tmp_path / "qwen")]) == 0
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
