@@ -352,8 +352,8 @@ class Demo:
                 run_steel("tokenizer", "export", "qwen", stage_dir / "tokenizer")
                 return {"path": str(stage_dir / "tokenizer")}
 
-            # Besides the cleaned corpus, the BPE sees the training reviews rendered as chat turns, so
-            # the template's role names and the question become a few tokens instead of many bytes.
+            # The BPE is also trained on the training reviews rendered as chat turns, so the template's
+            # role names and the question become a few tokens instead of many bytes.
             chat_text = stage_dir / "chat-text.jsonl"
             _write_jsonl(chat_text, review_chat_texts(self.output / "sources" / "corpus" / "reviews-train.jsonl"))
             shards = sorted((self.output / "clean" / "zh-web" / "shards").rglob("*.jsonl*"))
