@@ -116,3 +116,19 @@ def test_convert_rejects_existing_output(tmp_path):
 def test_convert_reports_no_records(tmp_path):
     output = tmp_path / "out"
     assert main(["data", "convert", "--source", "firefly", str(FIXTURES / "skypile.jsonl"), "--output", str(output)]) == 1
+
+
+def test_undetectable_encoding_fails_before_output(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "今天天气很好。"}\n', encoding="utf-8")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "\x80\x80 \x80\x80 \x80 \x80 \x80 \xff \xff"}\n')
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "data", "convert", "--source", "jsonl", str(good), str(bad), "--output", str(output)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"{bad}: the first" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not output.exists()

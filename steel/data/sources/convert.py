@@ -137,6 +137,25 @@ def _language_text(record: dict) -> str:
     return record["text"]
 
 
+def _check_encodings(inputs: list[Path]) -> None:
+    """Raise ValueError naming every text input that is neither UTF-8 nor GBK/GB18030.
+
+    The check runs before any output is written, so a bad file cannot leave a partial conversion.
+    """
+    from steel.data.io import data_suffix, detect_encoding
+
+    problems = []
+    for path in inputs:
+        if data_suffix(path) == ".parquet":
+            continue
+        try:
+            detect_encoding(path)
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise ValueError("cannot detect the encoding of these inputs:\n  " + "\n  ".join(problems))
+
+
 def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = True) -> dict[str, Any]:
     """Convert `inputs` (or the adapter's embedded files when empty) and write `summary.json`.
 
@@ -152,6 +171,8 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
         raise ValueError(f"input file not found: {', '.join(missing)}")
     if (config.output_dir / SUMMARY_NAME).exists():
         raise ValueError(f"{config.output_dir} already contains a conversion ({SUMMARY_NAME}); choose another --output directory")
+    if config.options.encoding is None:
+        _check_encodings(inputs)
 
     units = adapter.work_units(inputs)
     num_workers = min(config.num_workers or os.cpu_count() or 1, len(units))
