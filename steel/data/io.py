@@ -105,6 +105,19 @@ def data_suffix(path: str | Path) -> str:
     return path.suffix.lower()
 
 
+def undetectable_encodings(paths: list[str | Path]) -> list[str]:
+    """Return one message per text file whose encoding is neither UTF-8 nor GBK/GB18030 (Parquet is skipped)."""
+    problems = []
+    for path in paths:
+        if data_suffix(path) == ".parquet":
+            continue
+        try:
+            detect_encoding(path)
+        except ValueError as error:
+            problems.append(str(error))
+    return problems
+
+
 def detect_encoding(path: str | Path) -> str:
     """Detect UTF-8 (with or without BOM) or GB18030 (a superset of GBK) from the start of a file.
 

@@ -59,16 +59,9 @@ def check_readable(paths: list[Path]) -> None:
     The cleaning workers read UTF-8 and GBK only; other encodings are converted first, by
     `steel data convert --encoding NAME`, which writes UTF-8 JSONL.
     """
-    from steel.data.io import data_suffix, detect_encoding
+    from steel.data.io import undetectable_encodings
 
-    problems = []
-    for path in paths:
-        if data_suffix(path) == ".parquet":
-            continue
-        try:
-            detect_encoding(path)
-        except ValueError as error:
-            problems.append(str(error))
+    problems = undetectable_encodings(paths)
     if problems:
         raise SystemExit(
             "cannot read these inputs; convert them to UTF-8 JSONL first with "

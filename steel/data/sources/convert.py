@@ -142,16 +142,9 @@ def _check_encodings(inputs: list[Path]) -> None:
 
     The check runs before any output is written, so a bad file cannot leave a partial conversion.
     """
-    from steel.data.io import data_suffix, detect_encoding
+    from steel.data.io import undetectable_encodings
 
-    problems = []
-    for path in inputs:
-        if data_suffix(path) == ".parquet":
-            continue
-        try:
-            detect_encoding(path)
-        except ValueError as error:
-            problems.append(str(error))
+    problems = undetectable_encodings(inputs)
     if problems:
         raise ValueError("cannot detect the encoding of these inputs:\n  " + "\n  ".join(problems))
 
