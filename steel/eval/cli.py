@@ -2,7 +2,6 @@
 
 import argparse
 import hashlib
-import json
 import logging
 import sys
 import time
