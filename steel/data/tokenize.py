@@ -656,11 +656,32 @@ def tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _parse_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _parse_int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def inspect_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", type=Path, help="a shard directory, its manifest.json, or a run directory")
     parser.add_argument("--shard", default=None, help="shard file to decode (default: the first train shard)")
-    parser.add_argument("--offset", type=int, default=0, help="first token of the window")
-    parser.add_argument("--tokens", type=int, default=200, help="tokens to decode")
+    parser.add_argument("--offset", type=_non_negative_int, default=0, help="first token of the window (0 or more)")
+    parser.add_argument("--tokens", type=_positive_int, default=200, help="number of tokens to decode (1 or more)")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of every shard")
 
 
@@ -681,6 +702,8 @@ def inspect(args: argparse.Namespace) -> int:
     if not shards:
         return 0
     shard = shards[0]
+    if args.offset > 0 and args.offset >= shard.tokens:
+        raise SystemExit(f"--offset {args.offset} is past the end of {shard.path} ({shard.tokens} tokens). Use an offset below {shard.tokens}.")
     window = np.asarray(shard.memmap()[args.offset : args.offset + args.tokens]).tolist()
     tokenizer = load_tokenizer(manifest.tokenizer_spec())
     print(f"\n--- {shard.path}, tokens {args.offset}..{args.offset + len(window)} ---")
