@@ -413,8 +413,19 @@ def _convert(value: Any, hint: Any, key: str, source: str) -> Any:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Return the documentation string written under each field of dataclass `cls`."""
-    tree = ast.parse(inspect.getsource(cls))
+    """Return the documentation string written under each field of dataclass `cls` or its bases.
+
+    A subclass that redefines a field (as the SFT and DPO sections do) replaces the base's text.
+    """
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(base):
+            docs.update(_own_field_docs(base))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
+    tree = ast.parse(inspect.cleandoc(inspect.getsource(cls)))
     body = tree.body[0].body
     docs = {}
     for node, following in zip(body, body[1:]):
@@ -430,21 +441,80 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def describe(config) -> str:
-    """Render a config as commented YAML: each field's documentation above its value."""
+    """Render a config as commented YAML: each field's documentation above its value.
+
+    The output parses back (`yaml.safe_load`) to `to_dict(config)`. A list of dataclasses, such as
+    the SFT and DPO `data.sources`, is written item by item, with the field documentation on the
+    first item only. An empty list is followed by a commented default item.
+    """
     lines: list[str] = []
     _describe_into(config, lines, indent="")
     return "\n".join(lines) + "\n"
 
 
-def _describe_into(config, lines: list[str], indent: str) -> None:
-    docs = field_docs(type(config))
+def _describe_into(config, lines: list[str], indent: str, document: bool = True) -> None:
+    docs = field_docs(type(config)) if document else {}
+    hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            lines.append(f"{indent}{f.name}:")
-            _describe_into(value, lines, indent + "  ")
-            continue
         for doc_line in docs.get(f.name, "").splitlines():
             lines.append(f"{indent}# {doc_line}")
-        rendered = yaml.safe_dump({f.name: value}, allow_unicode=True, default_flow_style=True, width=1000)
-        lines.append(indent + rendered.strip().removeprefix("{").removesuffix("}"))
+
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{indent}{f.name}:")
+            _describe_into(value, lines, indent + "  ", document)
+            continue
+        item_type = _dataclass_item_type(hints[f.name])
+        if item_type is not None and isinstance(value, (list, tuple)):
+            _describe_list(f.name, value, item_type, lines, indent, document)
+            continue
+        lines.append(indent + _flow_yaml(f.name, value))
+
+
+def _describe_list(name: str, items, item_type: type, lines: list[str], indent: str, document: bool) -> None:
+    """Append a list of dataclasses as a YAML block sequence of commented mappings."""
+    if items:
+        lines.append(f"{indent}{name}:")
+        _append_items(items, lines, indent, document)
+        return
+
+    lines.append(f"{indent}{name}: []")
+    if document:
+        example: list[str] = []
+        _append_items([item_type()], example, indent="", document=True)
+        lines.append(f"{indent}# each item has these fields (defaults shown):")
+        lines.extend(f"{indent}# {line}" for line in example)
+
+
+def _append_items(items, lines: list[str], indent: str, document: bool) -> None:
+    for index, item in enumerate(items):
+        rendered: list[str] = []
+        _describe_into(item, rendered, indent="", document=document and index == 0)
+        # The documentation of the item's first field stays above the dash that starts the item.
+        first = next(i for i, line in enumerate(rendered) if not line.startswith("#"))
+        for position, line in enumerate(rendered):
+            if position < first:
+                lines.append(indent + line)
+            elif position == first:
+                lines.append(indent + "- " + line)
+            else:
+                lines.append(indent + "  " + line)
+
+
+def _dataclass_item_type(hint: Any) -> type | None:
+    """Return the item type of a `list[SomeDataclass]` hint (optionally `| None`), else None."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(options) != 1:
+            return None
+        hint = options[0]
+    if typing.get_origin(hint) in (list, tuple):
+        args = typing.get_args(hint)
+        if args and dataclasses.is_dataclass(args[0]):
+            return args[0]
+    return None
+
+
+def _flow_yaml(name: str, value: Any) -> str:
+    rendered = yaml.safe_dump({name: value}, allow_unicode=True, default_flow_style=True, width=1000)
+    return rendered.strip().removeprefix("{").removesuffix("}")

@@ -18,8 +18,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from steel.train.config import (
     BatchConfig,
     LoggingConfig,
@@ -28,7 +26,6 @@ from steel.train.config import (
     TrainConfig,
     describe,
     load_config,
-    to_yaml,
 )
 from steel.train.loss import CausalLMLoss
 from steel.train.sft_data import SFTDataConfig
@@ -150,13 +147,7 @@ def parse_config(args: argparse.Namespace, cls: type) -> TrainConfig | None:
         overrides.append("checkpoint.resume=latest")
     config = load_config(recipe, overrides, cls=cls)
     if args.print_config:
-        try:
-            text = describe(config)
-        except yaml.YAMLError:
-            # NOTE: `describe` cannot render a list of dataclasses (data.sources) yet, so the
-            # resolved config is printed without the field documentation.
-            text = to_yaml(config)
-        print(text, end="")
+        print(describe(config), end="")
         return None
     problems = config.data.validate()
     if problems:

@@ -103,6 +103,23 @@ def test_field_docs_and_describe():
     assert "lr: 0.0003" in text
 
 
+def test_describe_parses_back_to_config():
+    import yaml
+
+    from steel.train.config import to_dict
+
+    config = load_config(None, ["model.preset=steel-tiny", "model.overrides={hidden_size: 64}", "data.shards=[a, b]"])
+    assert yaml.safe_load(describe(config)) == to_dict(config)
+
+
+def test_field_docs_include_base_fields():
+    from steel.train.sft import PostTrainingScheduleConfig
+
+    docs = field_docs(PostTrainingScheduleConfig)
+    assert docs["warmup_steps"].startswith("Optimizer steps of linear warmup; `warmup_ratio`")
+    assert docs["max_steps"].startswith("Total optimizer steps")
+
+
 @pytest.mark.parametrize("name", ["pretrain-tiny.yaml", "steel-1b-pretrain.yaml"])
 def test_shipped_recipes_validate(name):
     from pathlib import Path

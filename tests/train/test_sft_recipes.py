@@ -4,9 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from steel.cli import main as steel_main
 from steel.tokenizer.chat import render_chat
+from steel.train.config import load_config, to_dict
+from steel.train.dpo import DPOConfig
+from steel.train.sft import SFTConfig
 from steel.train.metrics import read_metrics
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -23,6 +27,24 @@ def test_recipe_prints_config(command, recipe, capsys):
     printed = capsys.readouterr().out
     assert "sources:" in printed
     assert "cutoff_len:" in printed
+    # The documented config parses back to the resolved one, sources included.
+    cls = SFTConfig if command == "sft" else DPOConfig
+    assert yaml.safe_load(printed) == to_dict(load_config(RECIPES / recipe, cls=cls))
+    # Field documentation of a source item, and of fields the stage sections inherit.
+    assert "  # Name in logs and statistics" in printed
+    assert "  # Total optimizer steps." in printed
+    assert "  # AdamW beta1." in printed
+
+
+def test_print_config_documents_empty_sources(capsys):
+    assert steel_main(["sft", "--print-config"]) == 0
+
+    printed = capsys.readouterr().out
+    assert yaml.safe_load(printed) == to_dict(SFTConfig())
+    assert "  sources: []" in printed
+    assert "  # # A JSONL, JSON-array or Parquet file" in printed
+    assert "  # - path: null" in printed
+    assert "  #   choice_answer: both" in printed
 
 
 @pytest.fixture(scope="module")
