@@ -79,7 +79,11 @@ def train(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise SystemExit(str(error)) from None
     tokenizer = _load(str(output))
-    print(f"wrote {output} ({tokenizer.vocab_size} tokens)")
+    if tokenizer.vocab_size < config.vocab_size:
+        print(f"wrote {output} ({tokenizer.vocab_size} tokens, fewer than the requested {config.vocab_size}; "
+              f"the corpus has too few pairs that occur {config.min_frequency} times)")
+    else:
+        print(f"wrote {output} ({tokenizer.vocab_size} tokens)")
     return 0
 
 

@@ -3,7 +3,8 @@
 The result uses Qwen's pre-tokenisation pattern, no normalizer (so `decode(encode(s)) == s` for
 every Unicode string) and the special tokens `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` at ids
 0, 1 and 2. It is saved as a Hugging Face directory that `AutoTokenizer.from_pretrained` and
-`load_tokenizer` load, with Qwen1.5's chat template.
+`load_tokenizer` load, with Qwen1.5's chat template, plus `steel_tokenizer.json` with a `training`
+record (requested and trained vocabulary size, documents, characters, minimum pair frequency).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from steel.data.manifest import write_json_atomic
 from steel.tokenizer import ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS
+from steel.tokenizer.hf import STEEL_METADATA_FILE
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,17 @@ def train_tokenizer(config: TrainConfig) -> Path:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(iter_texts(config.inputs, config.text_field, config.max_docs), trainer=trainer)
+    corpus_stats = {"documents": 0, "characters": 0}
+    texts = iter_texts(config.inputs, config.text_field, config.max_docs)
+    tokenizer.train_from_iterator(_count_texts(texts, corpus_stats), trainer=trainer)
+
+    training = {
+        "requested_vocab_size": config.vocab_size,
+        "trained_vocab_size": tokenizer.get_vocab_size(),
+        "min_frequency": config.min_frequency,
+        **corpus_stats,
+    }
+    warn_if_vocab_short(training)
 
     output = config.output
     output.mkdir(parents=True, exist_ok=True)
@@ -111,5 +124,32 @@ def train_tokenizer(config: TrainConfig) -> Path:
     (output / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
     special_tokens_map = {key: tokenizer_config[key] for key in ("eos_token", "pad_token", "additional_special_tokens")}
     (output / "special_tokens_map.json").write_text(json.dumps(special_tokens_map, indent=2) + "\n")
+    # The name and identity come from the directory, as for any Hugging Face directory, because this
+    # metadata file sets neither. The training record is informational.
+    write_json_atomic(output / STEEL_METADATA_FILE, {"training": training})
     log.info("trained a %d-token BPE tokenizer into %s", tokenizer.get_vocab_size(), output)
     return output
+
+
+def _count_texts(texts: Iterator[str], stats: dict[str, int]) -> Iterator[str]:
+    for text in texts:
+        stats["documents"] += 1
+        stats["characters"] += len(text)
+        yield text
+
+
+def warn_if_vocab_short(training: dict) -> bool:
+    """Log a warning and return True when BPE stopped below the requested vocabulary size.
+
+    The trainer stops early when no remaining pair occurs `min_frequency` times, which happens
+    when the corpus is too small or too repetitive for the requested size.
+    """
+    requested, trained = training["requested_vocab_size"], training["trained_vocab_size"]
+    if trained >= requested:
+        return False
+    log.warning(
+        "the corpus (%d documents, %d characters) yields only %d of the %d requested tokens, because no "
+        "remaining pair occurs %d times. Train on more text, lower --min-frequency, or ask for --vocab-size %d or less.",
+        training["documents"], training["characters"], trained, requested, training["min_frequency"], trained,
+    )
+    return True

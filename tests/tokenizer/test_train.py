@@ -115,3 +115,48 @@ def test_other_special_tokens_are_exposed(trained_dir, tmp_path):
     assert eos == backend.token_to_id("</s>")
     assert eos not in tokenizer.encode("a </s> b")
     assert tokenizer.encode("a</s>", allow_special=True)[-1] == eos
+
+
+def test_train_records_vocab_sizes(trained_dir):
+    training = json.loads((trained_dir / "steel_tokenizer.json").read_text())["training"]
+    tokenizer = load_tokenizer(trained_dir)
+
+    assert training["requested_vocab_size"] == 600
+    assert training["trained_vocab_size"] == tokenizer.vocab_size
+    assert training["documents"] == 300
+    assert training["min_frequency"] == 2
+
+
+def test_train_warns_when_corpus_too_small(tmp_path, caplog, capsys):
+    corpus = tmp_path / "tiny.jsonl"
+    corpus.write_text('{"text": "你好，世界"}\n{"text": "hello world"}\n', encoding="utf-8")
+    output = tmp_path / "tokenizer"
+
+    with caplog.at_level("WARNING", logger="steel.tokenizer.train"):
+        assert main(["tokenizer", "train", str(corpus), "--vocab-size", "5000", "--output", str(output)]) == 0
+
+    trained = load_tokenizer(output).vocab_size
+    assert trained < 5000
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert f"only {trained} of the 5000 requested tokens" in warnings[0]
+    assert "Train on more text" in warnings[0]
+    assert f"--vocab-size {trained} or less" in warnings[0]
+    assert "fewer than the requested 5000" in capsys.readouterr().out
+
+    training = json.loads((output / "steel_tokenizer.json").read_text())["training"]
+    assert training["requested_vocab_size"] == 5000
+    assert training["trained_vocab_size"] == trained
+    assert training["documents"] == 2
+    assert training["characters"] == len("你好，世界") + len("hello world")
+
+
+def test_train_reaching_vocab_does_not_warn(tmp_path, caplog):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}, ensure_ascii=False) + "\n" for text in CORPUS * 5), encoding="utf-8")
+
+    with caplog.at_level("WARNING", logger="steel.tokenizer.train"):
+        assert main(["tokenizer", "train", str(corpus), "--vocab-size", "270", "--output", str(tmp_path / "t")]) == 0
+
+    assert load_tokenizer(tmp_path / "t").vocab_size == 270
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
