@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+from steel.resources import recipe_path
 
 REVIEW_SUBJECT = "商品评论情感"
 REVIEW_QUESTION = "下面这条商品评论的情感倾向是什么？\n评论：{review}"
@@ -399,7 +399,7 @@ class Demo:
             f"seed={self.settings.seed}",
         ]
         overrides += [f"model.overrides.{k}={v}" for k, v in self.profile.model_overrides.items()]
-        return ["pretrain", str(RECIPES_DIR / "demo" / "pretrain.yaml"), *overrides]
+        return ["pretrain", str(recipe_path("demo/pretrain.yaml")), *overrides]
 
     def calibrate(self) -> int:
         if self.settings.steps is not None:
@@ -431,7 +431,7 @@ class Demo:
             "overrides": self.profile.model_overrides,
             "block_size": self.profile.block_size,
             "seed": self.settings.seed,
-            "recipe": _digest((RECIPES_DIR / "demo" / "pretrain.yaml").read_text(encoding="utf-8")),
+            "recipe": _digest(recipe_path("demo/pretrain.yaml").read_text(encoding="utf-8")),
         }
 
         def body(stage_dir: Path) -> dict:
@@ -448,7 +448,7 @@ class Demo:
             "epochs": self.settings.sft_epochs,
             "cutoff_len": self.profile.sft_cutoff_len,
             "question": REVIEW_QUESTION,
-            "recipe": _digest((RECIPES_DIR / "demo" / "sft.yaml").read_text(encoding="utf-8")),
+            "recipe": _digest(recipe_path("demo/sft.yaml").read_text(encoding="utf-8")),
         }
 
         def body(stage_dir: Path) -> dict:
@@ -456,7 +456,7 @@ class Demo:
             samples = [review_chat_sample(review, index) for index, review in enumerate(reviews)]
             _write_jsonl(stage_dir / "sft-reviews.jsonl", samples)
             run_steel(
-                "sft", RECIPES_DIR / "demo" / "sft.yaml",
+                "sft", recipe_path("demo/sft.yaml"),
                 f"run_dir={stage_dir / 'run'}",
                 f"model.init_from={self.stages.results['pretrain']['run_dir']}",
                 f"data.sources=[{{path: {stage_dir / 'sft-reviews.jsonl'}}}]",

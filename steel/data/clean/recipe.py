@@ -26,10 +26,10 @@ from typing import Any
 import yaml
 
 from steel.data.clean.operators import Operator, build_operator
+from steel.resources import ResourceError, recipes_dir
 
 logger = logging.getLogger(__name__)
 
-RECIPES_DIR = Path(__file__).resolve().parents[3] / "recipes" / "data"
 STEEL_KEYS = frozenset(("name", "description", "compat", "text_key", "process"))
 COMPAT_VALUES = ("steel", "data-juicer")
 
@@ -80,10 +80,15 @@ def resolve_recipe_path(spec: str | Path) -> Path:
     path = Path(spec)
     if path.is_file():
         return path
-    shipped = RECIPES_DIR / f"{spec}.yaml"
+    try:
+        shipped_dir = recipes_dir() / "data"
+    except ResourceError as error:
+        raise SystemExit(f"recipe {str(spec)!r}: no such file, and {error}") from error
+
+    shipped = shipped_dir / f"{spec}.yaml"
     if shipped.is_file():
         return shipped
-    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    names = sorted(p.stem for p in shipped_dir.glob("*.yaml"))
     raise SystemExit(f"recipe {str(spec)!r} not found: give a YAML file or one of {', '.join(names)}")
 
 
