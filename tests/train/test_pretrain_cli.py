@@ -4,7 +4,6 @@ import io
 import json
 import logging
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -16,36 +15,6 @@ from steel.train import checkpoint as ckpt
 from steel.train.metrics import read_metrics
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "pretrain-tiny.yaml"
-SENTENCES = [
-    "中国的首都是北京。", "今天天气很好，我们去公园散步。", "人工智能正在改变世界。", "我喜欢读书和写字。",
-    "长江是中国最长的河流。", "学习语言需要耐心和练习。", "The quick brown fox jumps over the lazy dog.",
-]
-
-
-def write_corpus(path: Path, num_docs: int, seed: int) -> Path:
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as handle:
-        for _ in range(num_docs):
-            text = "".join(rng.choice(SENTENCES) for _ in range(rng.randint(3, 8)))
-            handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    """A trained 384-token BPE tokenizer and two shard directories (the second is appended later)."""
-    from steel.data.tokenize import TokenizeConfig, run_tokenize
-    from steel.tokenizer.train import TrainConfig, train_tokenizer
-
-    root = tmp_path_factory.mktemp("data")
-    corpus = write_corpus(root / "corpus.jsonl", 400, seed=0)
-    more = write_corpus(root / "more.jsonl", 100, seed=1)
-    tokenizer_dir = train_tokenizer(TrainConfig([corpus], root / "tokenizer", 384))
-    run_tokenize(TokenizeConfig([corpus], root / "shards", tokenizer=str(tokenizer_dir), val_fraction=0.1))
-    run_tokenize(TokenizeConfig([more], root / "more", tokenizer=str(tokenizer_dir), val_fraction=0.1))
-    return root
-
-
 def steel(*args, check=True):
     """Run `steel ARGS` in a fresh interpreter (for what must not see this process's state)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

@@ -1,8 +1,10 @@
-"""Small, deterministic training set-ups for the trainer tests: a Qwen2 config and a toy step source."""
+"""Small, deterministic training set-ups for the trainer tests: a Qwen2 config, a toy step source and a
+small real text corpus for `steel data tokenize`."""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,21 @@ import torch
 
 VOCAB_SIZE = 256
 BLOCK_SIZE = 32
+
+SENTENCES = [
+    "中国的首都是北京。", "今天天气很好，我们去公园散步。", "人工智能正在改变世界。", "我喜欢读书和写字。",
+    "长江是中国最长的河流。", "学习语言需要耐心和练习。", "The quick brown fox jumps over the lazy dog.",
+]
+
+
+def write_corpus(path: Path, num_docs: int, seed: int) -> Path:
+    """Write a JSONL corpus of `num_docs` documents, each 3 to 8 sentences drawn from SENTENCES."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as handle:
+        for _ in range(num_docs):
+            text = "".join(rng.choice(SENTENCES) for _ in range(rng.randint(3, 8)))
+            handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    return path
 
 
 def write_qwen2_config(directory: Path, vocab_size: int = VOCAB_SIZE) -> Path:
