@@ -80,10 +80,18 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 
 # Request bodies. Unknown fields are accepted and ignored because OpenAI clients send many optional
 # ones. Known fields that would change the output and that Steel cannot honour are rejected.
+# Known fields are strict: "10" is not an integer and "yes" is not a boolean.
+# Pydantic's strict mode still accepts an integer for a float field, so temperature 1 is valid.
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    include_usage: bool = False
 
 
 class _GenerationFields(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str | None = None
     max_tokens: int | None = None
@@ -95,7 +103,7 @@ class _GenerationFields(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
-    stream_options: dict | None = None
+    stream_options: StreamOptions | None = None
     n: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
@@ -104,7 +112,7 @@ class _GenerationFields(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: str
     content: str | list[dict] | None = None
@@ -240,7 +248,7 @@ def create_app(serving: ServingModel, worker: GenerationWorker, limits: ServerLi
             )
         params = _sampling_params(body, len(prompt_ids), limits.max_tokens, context)
         request_id = f"{id_prefix}-{uuid.uuid4().hex[:24]}"
-        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
         return _Generation(request_id, prompt_ids, params, body.stream, include_usage)
 
     async def _respond(generation: "_Generation", http_request: Request, chat: bool):
@@ -500,15 +508,15 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, error: RequestValidationError):
         problems = error.errors()
         if any(problem.get("type") == "json_invalid" for problem in problems):
-            status, message = 400, "the request body is not valid JSON"
+            status, message, param = 400, "the request body is not valid JSON", None
         else:
             status = 422
-            message = "; ".join(
-                f"{'.'.join(str(part) for part in problem['loc'] if part != 'body') or 'body'}: {problem['msg']}"
-                for problem in problems[:10]
-            )
+            message, param = _describe_validation_problems(problems)
+        code = None
+        if param is not None:
+            code = "missing_required_parameter" if problems[0].get("type") == "missing" else "invalid_type"
         logger.warning("%s %s -> %d: %s", request.method, request.url.path, status, message)
-        return error_response(status, message)
+        return error_response(status, message, param, code)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
@@ -519,3 +527,59 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unexpected_error(request: Request, error: Exception):
         logger.exception("%s %s failed", request.method, request.url.path)
         return error_response(500, f"internal error: {type(error).__name__}", code="internal_error")
+
+
+# Pydantic adds the member type of a union ("str", "list[str]") to the location of each member's
+# error. These parts are not fields, so the field path leaves them out.
+_UNION_MEMBER_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+MAX_REPORTED_PROBLEMS = 10
+
+
+def _field_path(location: tuple) -> str:
+    """Format a pydantic error location as `messages[0].role`, or `body` for the whole body."""
+    path = ""
+    for part in location:
+        if part == "body" and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in _UNION_MEMBER_NAMES or not part.isidentifier():
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path or "body"
+
+
+def _json_excerpt(value, limit: int = 60) -> str:
+    """Show a received value as JSON, so that "10" reads as a string and 10 as a number."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _join_reasons(messages: list[str]) -> str:
+    """Join the messages of a union's members: "Input should be a valid string or a valid list"."""
+    unique = list(dict.fromkeys(messages))
+    prefix = "Input should be "
+    if len(unique) > 1 and all(message.startswith(prefix) for message in unique):
+        return prefix + " or ".join(message[len(prefix):] for message in unique)
+    return " or ".join(unique)
+
+
+def _describe_validation_problems(problems: list[dict]) -> tuple[str, str]:
+    """Join the problems into one message, one clause per field, and return it with the first field."""
+    by_path: dict[str, list[dict]] = {}
+    for problem in problems:
+        by_path.setdefault(_field_path(problem["loc"]), []).append(problem)
+
+    clauses = []
+    for path, field_problems in list(by_path.items())[:MAX_REPORTED_PROBLEMS]:
+        reasons = _join_reasons([problem["msg"] for problem in field_problems])
+        first = field_problems[0]
+        if first.get("type") == "missing":
+            clauses.append(f"{path}: {reasons}")
+        else:
+            clauses.append(f"{path}: {reasons}, got {_json_excerpt(first.get('input'))}")
+    return "; ".join(clauses), next(iter(by_path))

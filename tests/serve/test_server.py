@@ -139,6 +139,58 @@ def test_invalid_fields_get_422(server, body, field):
     assert field in error["message"]
 
 
+CHAT_MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+@pytest.mark.parametrize("path,fields,param,received", [
+    ("/v1/chat/completions", {"max_tokens": "10"}, "max_tokens", '"10"'),
+    ("/v1/chat/completions", {"max_tokens": 10.5}, "max_tokens", "10.5"),
+    ("/v1/chat/completions", {"temperature": "0.5"}, "temperature", '"0.5"'),
+    ("/v1/chat/completions", {"stream": "yes"}, "stream", '"yes"'),
+    ("/v1/chat/completions", {"ignore_eos": 1}, "ignore_eos", "1"),
+    ("/v1/chat/completions", {"seed": True}, "seed", "true"),
+    ("/v1/chat/completions", {"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage", '"yes"'),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "5"),
+    ("/v1/completions", {"prompt": "hi", "top_k": "40"}, "top_k", '"40"'),
+], ids=["max-tokens-string", "max-tokens-float", "temperature-string", "stream-string", "ignore-eos-int",
+        "seed-bool", "include-usage-string", "content-int", "top-k-string"])  # fmt: skip
+def test_loosely_typed_fields_get_422(server, path, fields, param, received):
+    body = {"messages": CHAT_MESSAGES} if path == "/v1/chat/completions" else {}
+    body.update(fields)
+
+    error = assert_openai_error(post(server, path, json.dumps(body).encode()), 422)
+
+    assert error["param"] == param
+    assert error["code"] == "invalid_type"
+    assert error["message"].startswith(f"{param}: ")
+    assert f"got {received}" in error["message"]
+
+
+def test_missing_field_names_param(server):
+    error = assert_openai_error(post(server, "/v1/chat/completions", b'{"messages": [{"content": "hi"}]}'), 422)
+
+    assert error["param"] == "messages[0].role"
+    assert error["code"] == "missing_required_parameter"
+
+
+def test_union_field_error_is_one_clause(server):
+    body = {"messages": CHAT_MESSAGES, "stop": 5}
+
+    error = assert_openai_error(post(server, "/v1/chat/completions", json.dumps(body).encode()), 422)
+
+    assert error["param"] == "stop"
+    assert error["message"] == "stop: Input should be a valid string or a valid list, got 5"
+
+
+def test_integer_temperature_is_accepted(server):
+    body = {"messages": CHAT_MESSAGES, "temperature": 0, "top_p": 1, "repetition_penalty": 1, "max_tokens": 3}
+
+    response = post(server, "/v1/chat/completions", json.dumps(body).encode())
+
+    assert response.status_code == 200
+    assert response.json()["usage"]["completion_tokens"] <= 3
+
+
 def test_prompt_over_limit_gets_400(client, loaded):
     with pytest.raises(openai.BadRequestError) as raised:
         chat(client, loaded, "钢铁" * 100)
