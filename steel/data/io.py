@@ -83,6 +83,34 @@ def _log_bad(bad: BadRecord) -> None:
     logger.warning("skipped %s", bad)
 
 
+@dataclass(frozen=True)
+class SkippedFile:
+    """An input file left out as a whole: why, and what the user can do about it."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
+
+
+class UndetectableEncodingError(ValueError):
+    """A text file that is neither UTF-8 (with or without BOM) nor GBK/GB18030.
+
+    `remedy` is set when naming the encoding cannot help (UTF-16), else None and the caller says
+    how to give the encoding in its own command.
+    """
+
+    def __init__(self, path: str | Path, reason: str, remedy: str | None = None):
+        self.path = str(path)
+        self.reason = reason
+        self.remedy = remedy
+        super().__init__(f"{path}: {reason}; {remedy or 'pass the encoding explicitly (--encoding NAME)'}.")
+
+
 # ---------------------------------------------------------------------------------------------
 # Bytes and encodings
 
@@ -105,31 +133,36 @@ def data_suffix(path: str | Path) -> str:
     return path.suffix.lower()
 
 
-def undetectable_encodings(paths: list[str | Path]) -> list[str]:
-    """Return one message per text file whose encoding is neither UTF-8 nor GBK/GB18030 (Parquet is skipped)."""
-    problems = []
+def undetectable_encodings(paths: list[str | Path], remedy: str) -> list[SkippedFile]:
+    """Return the text files whose encoding is neither UTF-8 nor GBK/GB18030 (Parquet is not checked).
+
+    `remedy` is the calling command's way to name the encoding, e.g. "pass --encoding NAME". It
+    ends each reason, except for a file that needs another fix (UTF-16).
+    """
+    skipped = []
     for path in paths:
         if data_suffix(path) == ".parquet":
             continue
         try:
             detect_encoding(path)
-        except ValueError as error:
-            problems.append(str(error))
-    return problems
+        except UndetectableEncodingError as error:
+            skipped.append(SkippedFile(str(path), f"{error.reason}; {error.remedy or remedy}"))
+    return skipped
 
 
 def detect_encoding(path: str | Path) -> str:
     """Detect UTF-8 (with or without BOM) or GB18030 (a superset of GBK) from the start of a file.
 
-    Returns a Python codec name. Raises ValueError when the first 64 KiB has more than 4 invalid
-    sequences and more than 1% invalid bytes in both.
+    Returns a Python codec name. Raises UndetectableEncodingError (a ValueError) for a UTF-16 byte
+    order mark, or when the first 64 KiB has more than 4 invalid sequences and more than 1% invalid
+    bytes in both codecs.
     """
     with open_binary(path) as f:
         head = f.read(ENCODING_SNIFF_BYTES)
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ValueError(f"{path}: UTF-16 is not supported; convert the file to UTF-8 first.")
+        raise UndetectableEncodingError(path, "UTF-16 is not supported", remedy="convert the file to UTF-8 first")
 
     # An incremental decoder accepts a multi-byte character cut at the end of the sample. A few
     # invalid bytes (one corrupt record) should not change the verdict, so when neither codec
@@ -144,10 +177,11 @@ def detect_encoding(path: str | Path) -> str:
 
     encoding = min(errors_by_encoding, key=errors_by_encoding.get)
     if errors_by_encoding[encoding] > max(MAX_INVALID_BYTES, MAX_INVALID_FRACTION * len(head)):
-        raise ValueError(
-            f"{path}: the first {len(head)} bytes are neither UTF-8 nor GBK/GB18030; "
-            "pass the encoding explicitly (--encoding NAME)."
+        reason = (
+            f"the encoding was not detected: the first {len(head)} bytes are neither UTF-8 (with or without BOM) "
+            f"nor GBK/GB18030 ({errors_by_encoding[encoding]} invalid sequences as {encoding})"
         )
+        raise UndetectableEncodingError(path, reason)
     return encoding
 
 

@@ -194,20 +194,54 @@ def test_datatrove_minhash_backend_matches_steel(corpus, zh_web_output, tmp_path
         assert (tmp_path / "out" / "shards" / name).read_bytes() == (output / "shards" / name).read_bytes()
 
 
-def test_unreadable_input_fails_before_work(tmp_path):
+UNDETECTABLE_BYTES = b'{"text": "\x80\x80 \x80\x80 \x80 \x80 \x80 \xff \xff"}\n'
+
+
+def test_undetectable_input_skipped_and_counted(tmp_path, capsys):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "今天天气很好，我们去公园散步。公园里的花都开了，很多人在拍照。"}\n', encoding="utf-8")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(UNDETECTABLE_BYTES)
+    output = tmp_path / "out"
+    stats = _clean([good, bad], output)
+
+    assert stats["totals"]["documents_in"] == 1
+    assert len(stats["skipped_files"]) == 1
+    assert stats["skipped_files"][0]["path"] == str(bad)
+    reason = stats["skipped_files"][0]["reason"]
+    assert "neither UTF-8 (with or without BOM) nor GBK/GB18030" in reason
+    assert "convert it first with `steel data convert --source jsonl --encoding NAME" in reason
+
+    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    assert [entry["path"] for entry in manifest["inputs"]] == [str(good.resolve())]
+    assert manifest["skipped_files"] == stats["skipped_files"]
+    printed = capsys.readouterr().out
+    assert "1 input file(s) skipped:" in printed
+    assert f"  {bad}: the encoding was not detected" in printed
+
+
+def test_all_inputs_undetectable_fails(tmp_path):
     import subprocess
     import sys
 
-    good = tmp_path / "good.jsonl"
-    good.write_text('{"text": "今天天气很好，我们去公园散步。"}\n', encoding="utf-8")
     bad = tmp_path / "bad.jsonl"
-    bad.write_bytes(b'{"text": "\x80\x80 \x80\x80 \x80 \x80 \x80 \xff \xff"}\n')
+    bad.write_bytes(UNDETECTABLE_BYTES)
     output = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "steel", "data", "clean", str(good), str(bad), "--output", str(output)],
+        [sys.executable, "-m", "steel", "data", "clean", str(bad), "--output", str(output)],
         capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode != 0
-    assert f"{bad}: the first" in result.stderr
+    assert result.returncode == 1
+    assert "no input could be read" in result.stderr
+    assert f"{bad}: the encoding was not detected" in result.stderr
     assert "Traceback" not in result.stderr
     assert not output.exists()
+
+
+def test_stats_recipe_skips_undetectable_input(corpus, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(UNDETECTABLE_BYTES)
+    assert main(["data", "stats", "--recipe", "zh-web", "--json", str(corpus[0]), str(bad)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [entry["path"] for entry in result["skipped_files"]] == [str(bad)]
+    assert result["totals"]["documents_in"] > 0

@@ -11,6 +11,7 @@ from steel.data.io import (
     iter_lines,
     iter_records,
     open_output,
+    undetectable_encodings,
     write_json,
 )
 
@@ -59,6 +60,24 @@ def test_detect_encoding_rejects_binary(tmp_path):
     path.write_bytes(b"\xff\xff\xff\xff\x80\x80")
     with pytest.raises(ValueError, match="--encoding"):
         detect_encoding(path)
+
+
+def test_undetectable_encodings_reasons(tmp_path):
+    utf8 = tmp_path / "utf8.jsonl"
+    utf8.write_text('{"text": "中文"}\n', encoding="utf-8")
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b"\xff\xff\xff\xff\x80\x80")
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_bytes("中文".encode("utf-16"))
+    parquet = tmp_path / "table.parquet"
+    parquet.write_bytes(b"\xff\xff\xff\xff\x80\x80")  # never sniffed: Parquet is binary
+
+    skipped = undetectable_encodings([utf8, binary, utf16, parquet], remedy="pass --encoding NAME")
+    assert [s.path for s in skipped] == [str(binary), str(utf16)]
+    assert skipped[0].reason.startswith("the encoding was not detected: the first 6 bytes are neither UTF-8")
+    assert skipped[0].reason.endswith("; pass --encoding NAME")
+    assert skipped[1].reason == "UTF-16 is not supported; convert the file to UTF-8 first"
+    assert skipped[1].to_dict() == {"path": str(utf16), "reason": skipped[1].reason}
 
 
 def test_compressed_inputs(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from steel.cli import main
-from steel.data.io import iter_records
+from steel.data.io import iter_records, undetectable_encodings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 
@@ -118,17 +118,56 @@ def test_convert_reports_no_records(tmp_path):
     assert main(["data", "convert", "--source", "firefly", str(FIXTURES / "skypile.jsonl"), "--output", str(output)]) == 1
 
 
-def test_undetectable_encoding_fails_before_output(tmp_path):
+UNDETECTABLE_BYTES = b'{"text": "\x80\x80 \x80\x80 \x80 \x80 \x80 \xff \xff"}\n'
+
+
+def test_undetectable_encoding_skipped_and_counted(tmp_path, capsys):
     good = tmp_path / "good.jsonl"
     good.write_text('{"text": "今天天气很好。"}\n', encoding="utf-8")
     bad = tmp_path / "bad.jsonl"
-    bad.write_bytes(b'{"text": "\x80\x80 \x80\x80 \x80 \x80 \x80 \xff \xff"}\n')
+    bad.write_bytes(UNDETECTABLE_BYTES)
+    utf16 = tmp_path / "utf16.jsonl"
+    utf16.write_bytes('{"text": "今天"}\n'.encode("utf-16"))
+    output = tmp_path / "out"
+    assert main(["data", "convert", "--source", "jsonl", str(good), str(bad), str(utf16), "--output", str(output)]) == 0
+
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert summary["records"] == 1
+    assert [record["text"] for record in _records(output, summary["shards"])] == ["今天天气很好。"]
+    reasons = {entry["path"]: entry["reason"] for entry in summary["skipped_files"]}
+    assert list(reasons) == [str(bad), str(utf16)]
+    assert "neither UTF-8 (with or without BOM) nor GBK/GB18030" in reasons[str(bad)]
+    assert reasons[str(bad)].endswith("pass --encoding NAME")
+    assert reasons[str(utf16)] == "UTF-16 is not supported; convert the file to UTF-8 first"
+
+    printed = capsys.readouterr().out
+    assert "2 skipped files" in printed
+    assert f"  {bad}: the encoding was not detected" in printed
+
+
+def test_all_inputs_undetectable_exit_status(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(UNDETECTABLE_BYTES)
     output = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "steel", "data", "convert", "--source", "jsonl", str(good), str(bad), "--output", str(output)],
+        [sys.executable, "-m", "steel", "data", "convert", "--source", "jsonl", str(bad), "--output", str(output)],
         capture_output=True, text=True, timeout=120,
     )
-    assert result.returncode != 0
-    assert f"{bad}: the first" in result.stderr
+    assert result.returncode == 1
+    assert "no input could be read; give the encoding with --encoding NAME" in result.stdout
     assert "Traceback" not in result.stderr
-    assert not output.exists()
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert summary["records"] == 0
+    assert [entry["path"] for entry in summary["skipped_files"]] == [str(bad)]
+
+
+def test_encoding_flag_reads_undetected_file(tmp_path):
+    # These Latin-1 bytes fail both the UTF-8 and the GB18030 check, but --encoding reads them.
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(('{"text": "' + "\u00e9t\u00e9 \u00e0 \u00ff" * 8 + '"}\n').encode("latin-1"))
+    assert len(undetectable_encodings([path], remedy="pass --encoding NAME")) == 1
+    output = tmp_path / "out"
+    assert main(["data", "convert", "--source", "jsonl", str(path), "--output", str(output), "--encoding", "latin-1"]) == 0
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert summary["records"] == 1
+    assert summary["skipped_files"] == []

@@ -10,6 +10,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = "zh-web"
+CONVERT_REMEDY = "convert it first with `steel data convert --source jsonl --encoding NAME FILE --output DIR`"
 
 
 def clean_parser(parser: argparse.ArgumentParser) -> None:
@@ -32,13 +33,13 @@ def clean(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.inputs if not p.is_file()]
     if missing:
         raise SystemExit(f"input file(s) not found: {', '.join(missing)}")
-    check_readable(args.inputs)
+    inputs, skipped = split_readable(args.inputs)
     recipe = load_recipe(args.recipe)
     if recipe.ignored_keys:
         print(f"recipe {recipe.name}: ignored keys: {', '.join(recipe.ignored_keys)}", file=sys.stderr)
     config = CleanConfig(
         recipe=recipe,
-        inputs=[p.resolve() for p in args.inputs],
+        inputs=[p.resolve() for p in inputs],
         output_dir=args.output,
         executor=args.executor,
         workers=args.workers or (os.cpu_count() or 1),
@@ -46,6 +47,7 @@ def clean(args: argparse.Namespace) -> int:
         num_examples=args.num_examples,
         ray_cpus_per_task=args.ray_cpus_per_task,
         extra={"ray_address": args.ray_address},
+        skipped_files=[skipped_file.to_dict() for skipped_file in skipped],
     )
     stats = run_clean(config)
     print(format_table(stats))
@@ -53,20 +55,23 @@ def clean(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_readable(paths: list[Path]) -> None:
-    """Fail before any work when an input's text encoding is neither UTF-8 nor GBK/GB18030.
+def split_readable(paths: list[Path]) -> tuple[list[Path], list]:
+    """Split inputs into readable files and `SkippedFile`s whose encoding was not detected.
 
-    The cleaning workers read UTF-8 and GBK only; other encodings are converted first, by
-    `steel data convert --encoding NAME`, which writes UTF-8 JSONL.
+    The cleaning workers read UTF-8 and GBK/GB18030 only, so a file in another encoding is skipped
+    and counted; `steel data convert --encoding NAME` turns it into UTF-8 JSONL. Raises SystemExit
+    when no input is readable.
     """
     from steel.data.io import undetectable_encodings
 
-    problems = undetectable_encodings(paths)
-    if problems:
-        raise SystemExit(
-            "cannot read these inputs; convert them to UTF-8 JSONL first with "
-            "`steel data convert --source jsonl --encoding NAME FILE --output DIR`:\n  " + "\n  ".join(problems)
-        )
+    skipped = undetectable_encodings(paths, remedy=CONVERT_REMEDY)
+    for skipped_file in skipped:
+        logger.warning("skipped input %s", skipped_file)
+    if len(skipped) == len(paths):
+        raise SystemExit("no input could be read:\n  " + "\n  ".join(map(str, skipped)))
+
+    skipped_paths = {skipped_file.path for skipped_file in skipped}
+    return [path for path in paths if str(path) not in skipped_paths], skipped
 
 
 def stats_parser(parser: argparse.ArgumentParser) -> None:
@@ -87,8 +92,10 @@ def stats(args: argparse.Namespace) -> int:
         missing = [str(p) for p in args.paths if not p.is_file()]
         if missing:
             raise SystemExit(f"input file(s) not found: {', '.join(missing)}")
-        check_readable(args.paths)
-        results = [measure_recipe(load_recipe(r), args.paths, max_docs=args.max_docs) for r in args.recipe]
+        inputs, skipped = split_readable(args.paths)
+        results = [measure_recipe(load_recipe(r), inputs, max_docs=args.max_docs) for r in args.recipe]
+        for result in results:
+            result["skipped_files"] = [skipped_file.to_dict() for skipped_file in skipped]
     else:
         results = [load_stats(p) for p in args.paths]
 

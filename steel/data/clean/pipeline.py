@@ -53,6 +53,7 @@ class CleanConfig:
     num_examples: int = NUM_EXAMPLES
     ray_cpus_per_task: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+    skipped_files: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}: inputs left out whole
 
     @property
     def work_dir(self) -> Path:
@@ -341,6 +342,7 @@ def _plan(config: CleanConfig) -> dict:
         "recipe_fingerprint": config.recipe.fingerprint(),
         "compression": config.compression,
         "num_examples": config.num_examples,
+        "skipped_files": config.skipped_files,
     }
 
 
@@ -352,7 +354,14 @@ def finish_from_plan(output_dir: Path) -> dict:
     recipe = load_recipe(plan["recipe_source"])
     if recipe.fingerprint() != plan["recipe_fingerprint"]:
         raise SystemExit(f"{plan['recipe_source']} changed since the run in {output_dir} started; restore it to merge the statistics")
-    config = CleanConfig(recipe, [Path(p) for p in plan["inputs"]], output_dir, compression=plan["compression"], num_examples=plan["num_examples"])
+    config = CleanConfig(
+        recipe,
+        [Path(p) for p in plan["inputs"]],
+        output_dir,
+        compression=plan["compression"],
+        num_examples=plan["num_examples"],
+        skipped_files=plan.get("skipped_files", []),
+    )
     return finish(config)
 
 
@@ -363,6 +372,7 @@ def _prepare_output(config: CleanConfig) -> None:
     plan = _plan(config)
     if plan_path.is_file():
         previous = json.loads(plan_path.read_text(encoding="utf-8"))
+        previous.setdefault("skipped_files", [])  # absent from plans written before files were skipped
         if previous != plan:
             raise SystemExit(
                 f"{config.output_dir} contains a run with other inputs or another recipe; "
@@ -515,7 +525,13 @@ def finish(config: CleanConfig) -> dict:
         "chars_out": sum(s["chars"] for s in shards),
         "bad_records": bad.total,
     }
-    stats = {"recipe": recipe.name, "totals": totals, "operators": [_without_examples(s) for s in per_op], "bad_records": bad.to_dict()}
+    stats = {
+        "recipe": recipe.name,
+        "totals": totals,
+        "operators": [_without_examples(s) for s in per_op],
+        "bad_records": bad.to_dict(),
+        "skipped_files": config.skipped_files,
+    }
     io.write_json(out / "stats.json", stats)
 
     examples_dir = out / "examples"
@@ -531,6 +547,7 @@ def finish(config: CleanConfig) -> dict:
         "format": "steel-clean/1",
         "recipe": {**recipe.to_dict(), "source": recipe.source, "fingerprint": recipe.fingerprint(), "ignored_keys": recipe.ignored_keys},
         "inputs": [{"path": s["path"], "documents": s["documents"], "bad_records": s["bad_records"]["total"]} for s in inputs],
+        "skipped_files": config.skipped_files,
         "shards": shards,
         "totals": totals,
     }

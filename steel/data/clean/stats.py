@@ -127,6 +127,10 @@ def format_table(stats: dict) -> str:
         lines.append(line)
     if has_alone:
         lines.append("alone: share of all documents the filter removes when it runs by itself after the mappers")
+    skipped_files = stats.get("skipped_files", [])
+    if skipped_files:
+        lines.append(f"{len(skipped_files)} input file(s) skipped:")
+        lines.extend(f"  {skipped_file['path']}: {skipped_file['reason']}" for skipped_file in skipped_files)
     return "\n".join(lines)
 
 

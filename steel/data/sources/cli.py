@@ -91,8 +91,21 @@ def convert(args: argparse.Namespace) -> int:
         print(f"{summary['heldout_records']} held-out records written to {args.output / 'heldout'}")
     print(f"{bad['total']} bad records: {json.dumps(bad['by_reason'], ensure_ascii=False)}")
     print(f"{skipped['total']} skipped records: {json.dumps(skipped['by_reason'], ensure_ascii=False)}")
+    print_skipped_files(summary["skipped_files"])
     print(f"summary: {args.output / 'summary.json'}")
+
+    # Exit status 1 means nothing usable was written: every input skipped, or no record converted.
     if summary["records"] == 0 and summary["heldout_records"] == 0:
-        print("no records were converted; check --source and the input format", flush=True)
+        if summary["skipped_files"] and len(summary["skipped_files"]) == len(summary["inputs"]):
+            print("no input could be read; give the encoding with --encoding NAME", flush=True)
+        else:
+            print("no records were converted; check --source and the input format", flush=True)
         return 1
     return 0
+
+
+def print_skipped_files(skipped_files: list[dict[str, str]]) -> None:
+    """Print the input files left out whole, one line each with the reason."""
+    print(f"{len(skipped_files)} skipped files")
+    for skipped_file in skipped_files:
+        print(f"  {skipped_file['path']}: {skipped_file['reason']}")

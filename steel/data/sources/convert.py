@@ -6,6 +6,8 @@ only whole shards behind. Records whose `split` is `heldout` go to `heldout/` in
 later stage reading the output directory's shards never reads evaluation data by accident.
 `summary.json` records the inputs, the shards (paths relative to the output directory) with their
 record counts, and every bad or skipped record by reason, with examples naming file and line.
+An input whose encoding is not detected is left out whole and listed under `skipped_files`, and
+the other inputs are still converted.
 """
 
 import logging
@@ -19,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from steel.data.io import open_output, write_json
+from steel.data.io import SkippedFile, open_output, undetectable_encodings, write_json
 from steel.data.langid import detect_language
 from steel.data.sources.base import ConversionLog, ReadOptions, get_adapter
 
@@ -137,23 +139,24 @@ def _language_text(record: dict) -> str:
     return record["text"]
 
 
-def _check_encodings(inputs: list[Path]) -> None:
-    """Raise ValueError naming every text input that is neither UTF-8 nor GBK/GB18030.
+def _skip_undetectable(inputs: list[Path]) -> tuple[list[Path], list[SkippedFile]]:
+    """Split `inputs` into files to convert and text files whose encoding is not detected.
 
-    The check runs before any output is written, so a bad file cannot leave a partial conversion.
+    The check runs before any output is written, so a skipped file leaves no partial shard.
     """
-    from steel.data.io import undetectable_encodings
-
-    problems = undetectable_encodings(inputs)
-    if problems:
-        raise ValueError("cannot detect the encoding of these inputs:\n  " + "\n  ".join(problems))
+    skipped = undetectable_encodings(inputs, remedy="pass --encoding NAME")
+    for skipped_file in skipped:
+        logger.warning("skipped input %s", skipped_file)
+    skipped_paths = {skipped_file.path for skipped_file in skipped}
+    return [path for path in inputs if str(path) not in skipped_paths], skipped
 
 
 def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = True) -> dict[str, Any]:
     """Convert `inputs` (or the adapter's embedded files when empty) and write `summary.json`.
 
     Returns the summary. Raises ValueError for an unknown source, missing inputs or an output
-    directory that already contains a conversion.
+    directory that already contains a conversion. Without `options.encoding`, text files whose
+    encoding is not detected are skipped and listed in the summary's `skipped_files`.
     """
     adapter = get_adapter(config.source)
     inputs = [Path(path) for path in inputs] or adapter.default_inputs()
@@ -164,17 +167,16 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
         raise ValueError(f"input file not found: {', '.join(missing)}")
     if (config.output_dir / SUMMARY_NAME).exists():
         raise ValueError(f"{config.output_dir} already contains a conversion ({SUMMARY_NAME}); choose another --output directory")
-    if config.options.encoding is None:
-        _check_encodings(inputs)
+    readable, skipped = (inputs, []) if config.options.encoding else _skip_undetectable(inputs)
 
-    units = adapter.work_units(inputs)
-    num_workers = min(config.num_workers or os.cpu_count() or 1, len(units))
+    units = adapter.work_units(readable) if readable else []
+    num_workers = max(min(config.num_workers or os.cpu_count() or 1, len(units)), 1)
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("converting %d input file(s) of %s with %d process(es)", len(inputs), config.source, num_workers)
+    logger.info("converting %d input file(s) of %s with %d process(es)", len(readable), config.source, num_workers)
 
     start = time.perf_counter()
     results = _run_units(config, units, num_workers, progress)
-    summary = _summarize(config, inputs, results, time.perf_counter() - start)
+    summary = _summarize(config, inputs, skipped, results, time.perf_counter() - start)
     write_json(config.output_dir / SUMMARY_NAME, summary)
     return summary
 
@@ -198,7 +200,9 @@ def _run_units(config: ConvertConfig, units: list[tuple[Path, ...]], num_workers
     return results
 
 
-def _summarize(config: ConvertConfig, inputs: list[Path], results: list[dict], elapsed_s: float) -> dict[str, Any]:
+def _summarize(
+    config: ConvertConfig, inputs: list[Path], skipped: list[SkippedFile], results: list[dict], elapsed_s: float
+) -> dict[str, Any]:
     log = ConversionLog()
     labels: Counter = Counter()
     for result in results:
@@ -225,6 +229,7 @@ def _summarize(config: ConvertConfig, inputs: list[Path], results: list[dict], e
         "labels": dict(labels),
         "bad_records": log.bad.to_dict(),
         "skipped_records": {"total": sum(log.skipped.values()), "by_reason": dict(log.skipped)},
+        "skipped_files": [skipped_file.to_dict() for skipped_file in skipped],
         "shards": [shard for result in results for shard in result["shards"]],
         "heldout_shards": [shard for result in results for shard in result["heldout_shards"]],
         "units": results,
