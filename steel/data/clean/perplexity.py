@@ -8,15 +8,18 @@ No model can be downloaded by Steel, so the filter needs one of:
 Without either, the filter is skipped with a warning and the statistics say so.
 """
 
+import importlib.util
 import logging
 import math
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from steel.data.clean.text import TextView, split_sentences
 
 logger = logging.getLogger(__name__)
 
+KENLM_INSTALL = "pip install 'steel[kenlm]' (it compiles the kenlm package, which needs cmake and a C++ compiler)"
 NOT_CONFIGURED = (
     "no language model configured: set `model:` (a Steel run, checkpoint or exported directory) "
     "or `kenlm:` (a KenLM .arpa/.bin file) on perplexity_filter to enable it"
@@ -52,7 +55,7 @@ def _load_kenlm(path: str):
     try:
         import kenlm
     except ImportError as error:
-        raise SystemExit(f"perplexity_filter: `kenlm: {path}` needs the kenlm package (pip install kenlm)") from error
+        raise SystemExit(f"perplexity_filter: `kenlm: {path}` needs the kenlm package: {KENLM_INSTALL}") from error
     return kenlm.Model(path)
 
 
@@ -82,6 +85,15 @@ def build_perplexity(entry: dict[str, Any], where: str):
     if model:
         return causal_lm_perplexity, {"model": str(model), "max_tokens": max_tokens}, None
     if kenlm:
+        _check_kenlm(str(kenlm), where)
         return kenlm_perplexity, {"kenlm": str(kenlm)}, None
     logger.warning("%s: perplexity_filter is skipped: %s", where, NOT_CONFIGURED)
     return None, {}, NOT_CONFIGURED
+
+
+def _check_kenlm(path: str, where: str) -> None:
+    """Raise ValueError before any document is read if the KenLM model cannot be loaded."""
+    if importlib.util.find_spec("kenlm") is None:
+        raise ValueError(f"{where}: `kenlm: {path}` needs the kenlm package, which is not installed: {KENLM_INSTALL}")
+    if not Path(path).is_file():
+        raise ValueError(f"{where}: KenLM model file {path} not found; give the path of an .arpa or binary KenLM file")
