@@ -74,15 +74,16 @@ def _chunk_loss_and_grads(
     target_log_probs = torch.gather(log_probs, 1, safe_labels[:, None])[:, 0]
     loss_sum = -(target_log_probs * valid).sum()
 
-    # d(loss_sum)/d(logits) = softmax - one_hot(label), zero on positions without a target.
+    # d(loss_sum)/d(logits) = softmax - one_hot(label), zero on positions without a target. The
+    # mask is applied to the [chunk, hidden] operands rather than to the [chunk, vocab] gradient,
+    # which saves a pass over the largest tensor and a device sync per chunk.
     grad_logits = log_probs.exp_()
     grad_logits[torch.arange(len(labels), device=labels.device), safe_labels] -= 1.0
-    if not bool(valid.all()):
-        grad_logits *= valid[:, None]
     if not torch.is_autocast_enabled(hidden.device.type):
         grad_logits = grad_logits.to(weight.dtype)  # under autocast the matmuls pick their own dtype
-    grad_hidden = grad_logits @ weight
-    grad_weight = (grad_logits.t() @ hidden).float()
+    mask = valid[:, None].to(hidden.dtype)
+    grad_hidden = (grad_logits @ weight) * mask
+    grad_weight = (grad_logits.t() @ (hidden * mask)).float()
     return loss_sum, grad_hidden, grad_weight
 
 

@@ -42,6 +42,7 @@ def test_chunked_cross_entropy_matches_full():
     assert torch.allclose(chunked, full, rtol=1e-6)
     assert torch.allclose(grads[0], hidden.grad, rtol=1e-5, atol=1e-6)
     assert torch.allclose(grads[1], weight.grad, rtol=1e-5, atol=1e-6)
+    assert torch.count_nonzero(grads[0][0, :3]) == 0  # positions without a target get no gradient
 
 
 def test_chunked_loss_without_grad():
