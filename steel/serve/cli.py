@@ -139,6 +139,12 @@ def serve_parser(parser: argparse.ArgumentParser) -> None:
         default=20.0,
         help="how long an idle server waits for more requests to batch with the first, in ms (default 20)",
     )
+    parser.add_argument(
+        "--static-batching",
+        action="store_true",
+        help="let requests that arrive during a batch wait for the whole batch to end "
+        "(default: they join it between decoding steps)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -170,7 +176,12 @@ def serve(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes,
         max_pending=args.max_pending,
     )
-    worker = GenerationWorker(engine, max_pending=args.max_pending, batch_window_s=args.batch_window_ms / 1000)
+    worker = GenerationWorker(
+        engine,
+        max_pending=args.max_pending,
+        batch_window_s=args.batch_window_ms / 1000,
+        continuous_batching=not args.static_batching,
+    )
     app = create_app(serving, worker, limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

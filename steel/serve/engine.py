@@ -1,6 +1,8 @@
 """Generation: a batched decoding loop with a KV cache, and the worker thread that feeds it requests.
 
-Causal model variants decode a batch of left-padded prompts together. Each row gets position ids
+Causal model variants decode a batch of left-padded prompts together. With continuous batching,
+requests that arrive while a batch decodes join it between two decoding steps, as soon as a row
+is free. Each row gets position ids
 that count only its real tokens, and the attention mask hides the padding, so a row's tokens do
 not depend on what else is in the batch. The engine pads on the left itself, whatever padding side
 the tokenizer is configured with. The faithful `soft_moe` variant mixes every position of a
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from steel.serve.batching import CachedBatch, can_merge
 from steel.serve.decoding import REPLACEMENT_CHARACTER, IncrementalDecoder, StopStringFilter
 from steel.serve.sampling import SamplerState, SamplingParams, sample_next_token
 from steel.tokenizer import ENDOFTEXT, IM_END, IM_START
@@ -242,8 +245,13 @@ class Engine:
             sorted(self.stop_ids),
         )
 
+    @property
+    def supports_continuous_batching(self) -> bool:
+        """Whether requests can join a running batch (a KV cache and more than one row)."""
+        return self.use_kv_cache and self.max_batch_size > 1
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Generate every request to its end, in batches of at most `max_batch_size`."""
+        """Generate every request to its end, in static batches of at most `max_batch_size`."""
         results = []
         for start in range(0, len(requests), self.max_batch_size):
             rows = [_Row(request, self) for request in requests[start : start + self.max_batch_size]]
@@ -255,17 +263,52 @@ class Engine:
                         for row in rows:
                             self._generate_uncached(row)
             except Exception as error:
-                message = f"{type(error).__name__}: {error}"
-                for row in rows:
-                    row.finish(FINISH_ERROR, flush=False, error=message)
+                self._fail(rows, error)
                 # Requests of later batches never start; they too must hear that they failed.
                 for request in requests[start + self.max_batch_size :]:
-                    if request.on_update is not None:
-                        update = GenerationUpdate(request.request_id, "", FINISH_ERROR, len(request.prompt_ids), 0, message)
-                        request.on_update(update)
+                    _notify_unstarted(request, FINISH_ERROR, f"{type(error).__name__}: {error}")
                 raise
             results.extend(row.result() for row in rows)
         return results
+
+    def generate_continuous(
+        self,
+        requests: list[GenerationRequest],
+        take_waiting: Callable[[int], list[GenerationRequest]],
+    ) -> list[GenerationResult]:
+        """Generate `requests` and every request that joins them, until no row is left.
+
+        Between decoding steps, `take_waiting(free_rows)` returns up to `free_rows` requests that
+        are waiting, without blocking. They are prefilled and join the batch, so a request does
+        not wait for the longest one in the batch to end. Results are in the order the requests
+        started. An engine without continuous batching generates `requests` in static batches.
+        """
+        if not self.supports_continuous_batching:
+            return self.generate(requests)
+
+        # Requests beyond the first batch join before any that are still waiting outside.
+        queued = collections.deque(requests[self.max_batch_size :])
+
+        def take_queued_first(free_rows: int) -> list[GenerationRequest]:
+            taken = [queued.popleft() for _ in range(min(free_rows, len(queued)))]
+            return taken + (take_waiting(free_rows - len(taken)) if len(taken) < free_rows else [])
+
+        rows = [_Row(request, self) for request in requests[: self.max_batch_size]]
+        try:
+            with torch.inference_mode():
+                self._generate_cached(rows, take_queued_first)
+        except Exception as error:
+            self._fail(rows, error)
+            for request in queued:
+                _notify_unstarted(request, FINISH_ERROR, f"{type(error).__name__}: {error}")
+            raise
+        return [row.result() for row in rows]
+
+    @staticmethod
+    def _fail(rows: list["_Row"], error: Exception) -> None:
+        message = f"{type(error).__name__}: {error}"
+        for row in rows:
+            row.finish(FINISH_ERROR, flush=False, error=message)
 
     def _forward(self, input_ids, attention_mask, position_ids, past_key_values, use_cache):
         kwargs = {"logits_to_keep": 1} if self._takes_logits_to_keep else {}
@@ -288,45 +331,75 @@ class Engine:
             attention_mask[row, block_size - len(ids) :] = 1
         return input_ids, attention_mask
 
-    def _generate_cached(self, rows: list[_Row]) -> None:
-        batch = [row for row in rows if not row.finished]
-        if not batch:
-            return
-
-        # Prefill: left-padded prompts, positions counted from each row's first real token.
-        input_ids, attention_mask = self._left_pad([row.prompt_ids for row in batch])
-        position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
-        logits, cache = self._forward(input_ids, attention_mask, position_ids, None, use_cache=True)
-
+    def _generate_cached(
+        self, rows: list[_Row], take_waiting: Callable[[int], list[GenerationRequest]] | None = None
+    ) -> None:
+        """Decode `rows` with a KV cache. With `take_waiting`, admitted requests are appended to `rows`."""
+        batch = self._prefill([row for row in rows if not row.finished])
         while True:
-            for row, row_logits in zip(batch, logits):
-                if not row.finished:
-                    row.step(row_logits)
-
-            running = [index for index, row in enumerate(batch) if not row.finished]
-            if not running:
+            batch = batch.without_finished() if batch is not None else None
+            if take_waiting is not None:
+                batch = self._admit(batch, rows, take_waiting)
+            if batch is None:
                 return
 
-            # Drop finished rows from the cache so they cost nothing. A cache without
-            # `batch_select_indices` keeps them, and their outputs are ignored.
-            if len(running) < len(batch) and hasattr(cache, "batch_select_indices"):
-                index = torch.tensor(running, device=self.device)
-                cache.batch_select_indices(index)
-                batch = [batch[i] for i in running]
-                attention_mask = attention_mask[running]
-                position_ids = position_ids[running]
-
-            last_ids = [row.token_ids[-1] if row.token_ids else self.pad_id for row in batch]
+            last_ids = [row.token_ids[-1] if row.token_ids else self.pad_id for row in batch.rows]
             input_ids = torch.tensor(last_ids, dtype=torch.long).unsqueeze(1)
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(batch), 1))], dim=1)
-            position_ids = position_ids[:, -1:] + 1
-            logits, cache = self._forward(input_ids, attention_mask, position_ids, cache, use_cache=True)
+            new_column = batch.attention_mask.new_ones((len(batch.rows), 1))
+            batch.attention_mask = torch.cat([batch.attention_mask, new_column], dim=1)
+            batch.position_ids = batch.position_ids + 1
+            logits, batch.cache = self._forward(
+                input_ids, batch.attention_mask, batch.position_ids, batch.cache, use_cache=True
+            )
+            batch.step(logits)
+
+    def _prefill(self, rows: list[_Row]) -> CachedBatch | None:
+        """Run the prompts of `rows` and sample each row's first token."""
+        if not rows:
+            return None
+        # Left-padded prompts, positions counted from each row's first real token.
+        input_ids, attention_mask = self._left_pad([row.prompt_ids for row in rows])
+        position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+        logits, cache = self._forward(input_ids, attention_mask, position_ids, None, use_cache=True)
+        batch = CachedBatch(rows, cache, attention_mask, position_ids[:, -1:], self.device)
+        batch.step(logits)
+        return batch
+
+    def _admit(
+        self,
+        batch: CachedBatch | None,
+        rows: list[_Row],
+        take_waiting: Callable[[int], list[GenerationRequest]],
+    ) -> CachedBatch | None:
+        """Prefill waiting requests and join them to `batch`; `rows` records every admitted row."""
+        free_rows = self.max_batch_size - (len(batch.rows) if batch is not None else 0)
+        if free_rows <= 0 or (batch is not None and not can_merge(batch.cache)):
+            return batch
+        requests = take_waiting(free_rows)
+        if not requests:
+            return batch
+
+        new_rows = [_Row(request, self) for request in requests]
+        rows.extend(new_rows)
+        joining = self._prefill([row for row in new_rows if not row.finished])
+        joining = joining.without_finished() if joining is not None else None
+        logger.debug("admitted %d requests into a batch of %d", len(new_rows), len(batch.rows) if batch else 0)
+        if joining is None:
+            return batch
+        if batch is None:
+            return joining
+        return batch.merge(joining)
 
     def _generate_uncached(self, row: _Row) -> None:
         while not row.finished:
             input_ids = torch.tensor([row.prompt_ids + row.token_ids], dtype=torch.long)
             logits, _ = self._forward(input_ids, None, None, None, use_cache=False)
             row.step(logits[0])
+
+
+def _notify_unstarted(request: GenerationRequest, reason: str, error: str | None = None) -> None:
+    if request.on_update is not None:
+        request.on_update(GenerationUpdate(request.request_id, "", reason, len(request.prompt_ids), 0, error))
 
 
 class ServerBusy(RuntimeError):
@@ -336,16 +409,23 @@ class ServerBusy(RuntimeError):
 class GenerationWorker:
     """A thread that takes requests from a bounded queue and generates them in batches.
 
-    Requests that wait while a batch runs form the next batch, up to the engine's
-    `max_batch_size`. When a request arrives at an idle worker, the worker waits up to
-    `batch_window_s` for others to join it, so clients that send at the same moment share a
-    batch. A request whose client went away is cancelled at its next decoding step.
+    With `continuous_batching` (the default where the engine supports it), a request that
+    arrives while a batch decodes joins that batch at the next decoding step once a row is free.
+    Without it, waiting requests form the next batch, up to the engine's `max_batch_size`. When
+    a request arrives at an idle worker, the worker waits up to `batch_window_s` for others to
+    join it, so clients that send at the same moment share one prefill. A request whose client
+    went away is cancelled at its next decoding step.
     """
 
-    def __init__(self, engine: Engine, max_pending: int = 64, batch_window_s: float = 0.02):
+    def __init__(
+        self, engine: Engine, max_pending: int = 64, batch_window_s: float = 0.02, continuous_batching: bool = True
+    ):
         self.engine = engine
         self.max_pending = max_pending
         self.batch_window_s = batch_window_s
+        self.continuous_batching = continuous_batching and engine.supports_continuous_batching
+        self._stopping = False
+        self._closing = threading.Event()
         self.queue: queue.Queue[GenerationRequest | None] = queue.Queue(maxsize=max_pending)
         self.recent: collections.deque[GenerationResult] = collections.deque(maxlen=256)
         self._running: list[GenerationRequest] = []
@@ -356,6 +436,7 @@ class GenerationWorker:
 
     def close(self, timeout: float = 30.0) -> None:
         """Cancel queued and running requests and stop the thread."""
+        self._closing.set()
         while True:
             try:
                 request = self.queue.get_nowait()
@@ -380,7 +461,7 @@ class GenerationWorker:
         return self.queue.qsize()
 
     def _run(self) -> None:
-        while True:
+        while not self._stopping:
             request = self.queue.get()
             if request is None:
                 return
@@ -392,24 +473,42 @@ class GenerationWorker:
                 except queue.Empty:
                     break
                 if request is None:
-                    self.queue.put(None)
+                    self._stopping = True
                     break
                 batch.append(request)
             self._generate(batch)
 
+    def _take_waiting(self, max_count: int) -> list[GenerationRequest]:
+        """Take up to `max_count` queued requests without waiting; called between decoding steps."""
+        taken: list[GenerationRequest] = []
+        while len(taken) < max_count and not self._stopping and not self._closing.is_set():
+            try:
+                request = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is None:
+                # close() was called: finish the running rows, admit nothing more, then stop.
+                self._stopping = True
+                break
+            taken.append(request)
+            self._running.append(request)
+        return taken
+
     def _generate(self, batch: list[GenerationRequest]) -> None:
-        self._running = batch
+        self._running = list(batch)
         started = time.perf_counter()
         try:
-            results = self.engine.generate(batch)
+            if self.continuous_batching:
+                results = self.engine.generate_continuous(batch, self._take_waiting)
+            else:
+                results = self.engine.generate(batch)
         except Exception:
-            logger.exception("generation failed for requests %s", ", ".join(r.request_id for r in batch))
+            logger.exception("generation failed for requests %s", ", ".join(r.request_id for r in self._running))
             results = []
         finally:
             self._running = []
         self.recent.extend(results)
-        logger.debug("batch of %d finished in %.2fs", len(batch), time.perf_counter() - started)
+        logger.debug("%d requests finished in %.2fs", len(results), time.perf_counter() - started)
 
     def _finish_unstarted(self, request: GenerationRequest, reason: str) -> None:
-        if request.on_update is not None:
-            request.on_update(GenerationUpdate(request.request_id, "", reason, len(request.prompt_ids), 0))
+        _notify_unstarted(request, reason)

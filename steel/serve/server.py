@@ -192,7 +192,10 @@ def create_app(serving: ServingModel, worker: GenerationWorker, limits: ServerLi
 
     async def lifespan(app):
         worker.start()
-        logger.info("serving %s (context length %s, max batch size %d)", serving.name, context, engine.max_batch_size)
+        batching = "continuous" if worker.continuous_batching else "static"
+        logger.info(
+            "serving %s (context length %s, max batch size %d, %s batching)", serving.name, context, engine.max_batch_size, batching
+        )
         yield
         worker.close()
 

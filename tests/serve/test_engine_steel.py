@@ -52,6 +52,20 @@ def test_rows_leaving_batch_keep_tokens(ffn_type, loaded):
 
 
 @pytest.mark.parametrize("ffn_type", ["soft_moe_causal", "dense"])
+def test_joined_rows_match_single(ffn_type, loaded):
+    # Rows join a running batch, so the KV tensors (and for the causal Soft MoE the per-row
+    # running slot sums) of two caches are merged.
+    engine = Engine(steel_model(ffn_type, loaded.tokenizer.vocab_size), loaded.tokenizer, max_batch_size=4)
+    first, *later = prompts(loaded.tokenizer)
+    waiting = [[GenerationRequest(later[0], SAMPLED)], [], [GenerationRequest(later[1], GREEDY)]]
+
+    results = engine.generate_continuous([GenerationRequest(first, GREEDY)], lambda free_rows: waiting.pop(0) if waiting else [])
+
+    single = [engine.generate([GenerationRequest(ids, params)])[0] for ids, params in zip(prompts(loaded.tokenizer), (GREEDY, SAMPLED, GREEDY))]
+    assert [result.token_ids for result in results] == [result.token_ids for result in single]
+
+
+@pytest.mark.parametrize("ffn_type", ["soft_moe_causal", "dense"])
 def test_causal_variant_cache_matches_recompute(ffn_type, loaded):
     model = steel_model(ffn_type, loaded.tokenizer.vocab_size)
     cached = Engine(model, loaded.tokenizer, max_batch_size=4)
