@@ -23,6 +23,11 @@ def clean_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-examples", type=int, default=5, help="examples kept per operator (default: 5)")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address; default: start a local cluster on 127.0.0.1")
     parser.add_argument("--ray-cpus-per-task", type=float, default=1.0, help="CPUs Ray reserves per task; fractions allowed")
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="show datatrove's own log messages (pipeline banner, per-task statistics) on stderr; "
+        "by default they go to OUTPUT/work/logs/datatrove.log",
+    )  # fmt: skip
 
 
 def clean(args: argparse.Namespace) -> int:
@@ -46,6 +51,7 @@ def clean(args: argparse.Namespace) -> int:
         compression="" if args.compression == "none" else args.compression,
         num_examples=args.num_examples,
         ray_cpus_per_task=args.ray_cpus_per_task,
+        verbose=args.verbose,
         extra={"ray_address": args.ray_address},
         skipped_files=[skipped_file.to_dict() for skipped_file in skipped],
     )

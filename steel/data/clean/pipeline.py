@@ -28,6 +28,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from steel.data import io
 from steel.data.clean import dedup
+from steel.data.clean.console import DATATROVE_LOG_NAME, QuietLocalPipelineExecutor, datatrove_console, task_progress
 from steel.data.clean.recipe import Recipe
 from steel.data.clean.stats import (
     OperatorStats,
@@ -52,12 +53,16 @@ class CleanConfig:
     compression: str = ""  # "", "gz" or "zst": suffix of the output shards
     num_examples: int = NUM_EXAMPLES
     ray_cpus_per_task: float = 1.0
+    verbose: bool = False  # show datatrove's own log messages on stderr instead of work/logs/datatrove.log
     extra: dict[str, Any] = field(default_factory=dict)
     skipped_files: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}: inputs left out whole
 
     @property
     def work_dir(self) -> Path:
         return self.output_dir / "work"
+
+    def stage_log_dir(self, stage: str) -> Path:
+        return self.work_dir / "logs" / stage
 
     def shard_name(self, rank: int) -> str:
         return f"{rank:05d}.jsonl" + (f".{self.compression}" if self.compression else "")
@@ -110,9 +115,9 @@ class ApplyOperator(PipelineStep):
     type = "steel"
 
     def __init__(self, operator, work_dir: str, num_examples: int = NUM_EXAMPLES):
+        self.name = operator.label  # before PipelineStep.__init__, which names the step's datatrove stats
         super().__init__()
         self.operator, self.work_dir, self.num_examples = operator, work_dir, num_examples
-        self.name = operator.label
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         op = self.operator
@@ -385,11 +390,20 @@ def _prepare_output(config: CleanConfig) -> None:
 
 def _executor(config: CleanConfig, pipeline: list, stage: str, num_tasks: int):
     workers = min(config.workers or os.cpu_count() or 1, num_tasks)
-    logging_dir = str(config.work_dir / "logs" / stage)
-    if config.executor == "local":
+    logging_dir = str(config.stage_log_dir(stage))
+    if config.executor == "local" and config.verbose:
         from datatrove.executor import LocalPipelineExecutor
 
         return LocalPipelineExecutor(pipeline, tasks=num_tasks, workers=workers, logging_dir=logging_dir, skip_completed=True)
+    if config.executor == "local":
+        return QuietLocalPipelineExecutor(
+            pipeline,
+            tasks=num_tasks,
+            workers=workers,
+            logging_dir=logging_dir,
+            skip_completed=True,
+            datatrove_log=str(config.work_dir / "logs" / DATATROVE_LOG_NAME),
+        )
     if config.executor == "ray":
         from datatrove.executor import RayPipelineExecutor
         return RayPipelineExecutor(
@@ -485,9 +499,15 @@ def run_clean(config: CleanConfig) -> dict:
     started_ray = False
     if config.executor == "ray":
         started_ray = _init_ray(config.extra.get("ray_address"), config.workers or os.cpu_count() or 1)
+    # Ray workers' output never reaches this console (log_to_driver=False), so only this process
+    # and the local executor's workers need their datatrove messages routed.
+    datatrove_log = None if config.verbose else config.work_dir / "logs" / DATATROVE_LOG_NAME
     try:
-        for name, pipeline, num_tasks in stages:
-            _executor(config, pipeline, name, num_tasks).run()
+        with datatrove_console(datatrove_log):
+            for name, pipeline, num_tasks in stages:
+                executor = _executor(config, pipeline, name, num_tasks)
+                with task_progress(config.stage_log_dir(name) / "completions", name, num_tasks):
+                    executor.run()
     finally:
         if started_ray:
             import ray
