@@ -8,8 +8,13 @@ to show what batching adds.
 Part 2 starts `steel serve`'s app with uvicorn on 127.0.0.1 and sends streaming chat requests
 from N concurrent clients, reporting completion tokens/s against one client.
 
+Part 3 replays one arrival schedule of requests with mixed lengths against the generation worker.
+Static and continuous batching take turns on the same schedule, and the table reports the
+throughput and latency of each, with continuous batching's throughput as a ratio to static.
+
     python bench/bench_serve.py                      # steel-small preset, Qwen1.5 tokenizer
     python bench/bench_serve.py --clients 1 4 8 --requests-per-client 3
+    python bench/bench_serve.py --parts batching     # part 3 only
 
 The model has random weights: speed does not depend on them, and `ignore_eos` fixes the output
 length so every run decodes the same number of tokens.
@@ -145,6 +150,64 @@ def bench_server(model, tokenizer, clients: list[int], requests_per_client: int,
     return rows
 
 
+def _replay(worker: GenerationWorker, prompt_ids: list[int], lengths: list[int], gap_s: float) -> dict:
+    """Submit one request every `gap_s` seconds; return latencies, time to first text and the total time."""
+    submitted, first_text, finished = {}, {}, {}
+    done = threading.Event()
+
+    def on_update(update):
+        now = time.perf_counter()
+        if update.text:
+            first_text.setdefault(update.request_id, now)
+        if update.finish_reason is not None:
+            finished[update.request_id] = now
+            if len(finished) == len(lengths):
+                done.set()
+
+    started = time.perf_counter()
+    for index, length in enumerate(lengths):
+        delay = started + index * gap_s - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        params = SamplingParams(temperature=0.0, max_new_tokens=length, ignore_eos=True)
+        request_id = f"r{index}"
+        submitted[request_id] = time.perf_counter()
+        worker.submit(GenerationRequest(prompt_ids, params, request_id=request_id, on_update=on_update))
+    if not done.wait(timeout=1800):
+        raise RuntimeError(f"only {len(finished)} of {len(lengths)} requests finished within 30 minutes")
+
+    latencies = sorted(finished[request_id] - submitted[request_id] for request_id in submitted)
+    waits = [first_text[request_id] - submitted[request_id] for request_id in submitted if request_id in first_text]
+    return {
+        "seconds": max(finished.values()) - started,
+        "mean_latency": sum(latencies) / len(latencies),
+        "p90_latency": latencies[int(0.9 * (len(latencies) - 1))],
+        "mean_first_text": sum(waits) / len(waits),
+    }
+
+
+def bench_batching(model, tokenizer, num_requests: int, max_batch_size: int, gap_s: float, repeat: int):
+    """Replay the same arrivals with static and continuous batching; keep each mode's best total time."""
+    prompt_ids = tokenizer.encode(PROMPT)
+    # Short and long requests alternate, so under static batching short ones wait for long ones.
+    lengths = [(8, 64, 16, 48, 24, 96, 12, 32)[index % 8] for index in range(num_requests)]
+    engine = Engine(model, tokenizer, max_batch_size=max_batch_size)
+    engine.generate([GenerationRequest(prompt_ids, SamplingParams(temperature=0.0, max_new_tokens=4))])  # warm-up
+
+    best: dict[str, dict] = {}
+    for _ in range(repeat):
+        for mode in ("static", "continuous"):
+            worker = GenerationWorker(engine, max_pending=num_requests, continuous_batching=mode == "continuous")
+            worker.start()
+            try:
+                measured = _replay(worker, prompt_ids, lengths, gap_s)
+            finally:
+                worker.close()
+            if mode not in best or measured["seconds"] < best[mode]["seconds"]:
+                best[mode] = measured
+    return sum(lengths), best
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="steel-small", help="model preset (default steel-small)")
@@ -155,6 +218,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8], help="concurrent clients (default 1 4 8)")
     parser.add_argument("--requests-per-client", type=int, default=2, help="requests each client sends (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--parts", nargs="+", default=["generation", "server", "batching"],
+                        choices=["generation", "server", "batching"], help="parts to run (default: all three)")
+    parser.add_argument("--batching-requests", type=int, default=16, help="requests in part 3 (default 16)")
+    parser.add_argument("--arrival-gap-ms", type=float, default=100.0,
+                        help="time between two arrivals in part 3, in ms (default 100)")
     args = parser.parse_args()
 
     from steel.tokenizer import load_tokenizer
@@ -167,22 +235,40 @@ def main() -> int:
     print(f"model: {args.preset} ({args.ffn_type}), {num_parameters / 1e6:.1f}M parameters, "
           f"{torch.get_num_threads()} torch threads, prompt {len(tokenizer.encode(PROMPT))} tokens")
 
-    print(f"\n## Generation ({args.new_tokens} new tokens, greedy, best of {args.repeat})\n")
-    rows = bench_generation(model, tokenizer, args.new_tokens, args.batch_size, args.repeat)
-    baseline = rows[0][1]
-    print("| measurement | tokens/s | ratio to transformers generate() |\n|---|---:|---:|")
-    for name, rate in rows:
-        print(f"| {name} | {rate:,.1f} | {rate / baseline:.2f} |")
+    if "generation" in args.parts:
+        print(f"\n## Generation ({args.new_tokens} new tokens, greedy, best of {args.repeat})\n")
+        rows = bench_generation(model, tokenizer, args.new_tokens, args.batch_size, args.repeat)
+        baseline = rows[0][1]
+        print("| measurement | tokens/s | ratio to transformers generate() |\n|---|---:|---:|")
+        for name, rate in rows:
+            print(f"| {name} | {rate:,.1f} | {rate / baseline:.2f} |")
 
-    print(f"\n## Server ({args.requests_per_client} streaming chat requests per client, {args.new_tokens} tokens each)\n")
-    server_rows = bench_server(
-        model, tokenizer, args.clients, args.requests_per_client, args.new_tokens, args.batch_size
-    )
-    single_rate = server_rows[0][2] / server_rows[0][3]
-    print("| clients | requests | completion tokens | seconds | tokens/s | ratio to 1 client |\n|---:|---:|---:|---:|---:|---:|")
-    for num_clients, num_requests, tokens, elapsed in server_rows:
-        rate = tokens / elapsed
-        print(f"| {num_clients} | {num_requests} | {tokens} | {elapsed:.1f} | {rate:,.1f} | {rate / single_rate:.2f} |")
+    if "server" in args.parts:
+        print(f"\n## Server ({args.requests_per_client} streaming chat requests per client, {args.new_tokens} tokens each)\n")
+        server_rows = bench_server(
+            model, tokenizer, args.clients, args.requests_per_client, args.new_tokens, args.batch_size
+        )
+        single_rate = server_rows[0][2] / server_rows[0][3]
+        print("| clients | requests | completion tokens | seconds | tokens/s | ratio to 1 client |\n|---:|---:|---:|---:|---:|---:|")
+        for num_clients, num_requests, tokens, elapsed in server_rows:
+            rate = tokens / elapsed
+            print(f"| {num_clients} | {num_requests} | {tokens} | {elapsed:.1f} | {rate:,.1f} | {rate / single_rate:.2f} |")
+
+    if "batching" in args.parts:
+        print(f"\n## Continuous against static batching ({args.batching_requests} requests, one every "
+              f"{args.arrival_gap_ms:g} ms, max batch size {args.batch_size}, best of {args.repeat})\n")
+        total_tokens, best = bench_batching(
+            model, tokenizer, args.batching_requests, args.batch_size, args.arrival_gap_ms / 1000, args.repeat
+        )
+        static = best["static"]
+        print("| batching | seconds | tokens/s | mean latency s | p90 latency s | mean time to first text s | "
+              "tokens/s ratio to static |\n|---|---:|---:|---:|---:|---:|---:|")
+        for mode in ("static", "continuous"):
+            measured = best[mode]
+            rate = total_tokens / measured["seconds"]
+            print(f"| {mode} | {measured['seconds']:.1f} | {rate:,.1f} | {measured['mean_latency']:.2f} | "
+                  f"{measured['p90_latency']:.2f} | {measured['mean_first_text']:.2f} | "
+                  f"{static['seconds'] / measured['seconds']:.2f} |")
     return 0
 
 
