@@ -573,6 +573,8 @@ def _join_reasons(messages: list[str]) -> str:
 
 def _describe_validation_problems(problems: list[dict]) -> tuple[str, str]:
     """Join the problems into one message, one clause per field, and return it with the first field."""
+    if not problems:
+        return "the request body is invalid", "body"
     by_path: dict[str, list[dict]] = {}
     for problem in problems:
         by_path.setdefault(_field_path(problem["loc"]), []).append(problem)
