@@ -133,3 +133,17 @@ def test_generate_from_run_directory(tiny_model_dir, loaded, tmp_path, capsys):
     assert serving.provenance["kind"] == "checkpoint"
     assert serving.provenance["step"] == 7
     assert serving.name == "run"
+
+
+@pytest.mark.parametrize("extra,continuous", [([], True), (["--static-batching"], False)], ids=["default", "static"])
+def test_serve_batching_option(tiny_model_dir, monkeypatch, extra, continuous):
+    # In-process with uvicorn.run replaced: the option only changes how the worker is built.
+    import uvicorn
+
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: apps.append(app))
+
+    assert main(["serve", str(tiny_model_dir), "--port", "0", *extra]) == 0
+
+    assert len(apps) == 1
+    assert apps[0].state.worker.continuous_batching is continuous
