@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+from steel.data import io
 from steel.data.clean import filters as F
 from steel.data.clean.code import count_tokens
 from steel.data.clean.operators import build_operator
@@ -162,6 +163,49 @@ def test_word_filter_shortcut_skips_segmentation():
     view = TextView("，".join(["今天天气很好"] * 12) + "。")
     assert op.decide(view) == (True, None)
     assert not view.has_words("jieba")
+
+
+def test_jieba_lower_bound_segments_only_what_it_needs():
+    text = "，".join(["今天天气很好我们一起去公园散步"] * 3) + "。短句。"
+    num_words = len(jieba_words(text))
+    view = TextView(text)
+    assert view.jieba_words_lower_bound(0) == 4  # one word per block, before any segmentation
+    bound = view.jieba_words_lower_bound(8)
+    assert 8 <= bound < num_words
+    assert not view.has_words("jieba")
+    assert view.jieba_words_lower_bound(10**6) == num_words  # every block segmented: the exact count
+
+
+BLOCK_TEXTS = SHORTCUT_TEXTS + [
+    "mixed 中文 and English, 数字3.14和符号#&%。\r\n下一行\tTab", "㐀扩展A区和兼容字豈以及鿖不在块里", "C++ 与 C# 的 a.b_c-d 100%",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", [0, 3, 10**6])
+def test_jieba_words_from_blocks_equal_whole_text(target):
+    for text in BLOCK_TEXTS:
+        view = TextView(text)
+        assert view.jieba_words_lower_bound(target) <= len(jieba_words(text)), text
+        assert view.words("jieba") == jieba_words(text), text
+
+
+def test_word_filter_shortcuts_agree_on_samples(shared_dir):
+    samples = shared_dir / "data/steel-samples"
+    records = zip(range(120), io.iter_records(samples / "2021-31_zh_head_0000_sample.jsonl"))
+    texts = [record["text"] for _, (_, record) in records]
+    operators = [
+        build_operator("words_num_filter", {"unit": "jieba", "min_num": 10, "max_num": 10000}, 0, "test"),
+        build_operator("words_num_filter", {"unit": "jieba", "min_num": 200, "max_num": 400}, 0, "test"),
+        build_operator("word_repetition_filter", {"unit": "jieba", "rep_len": 10, "max_ratio": 0.5}, 0, "test"),
+        build_operator("word_repetition_filter", {"unit": "jieba", "rep_len": 5, "max_ratio": 0.05}, 0, "test"),
+    ]
+    for text in texts:
+        segmented = TextView(text)  # shared by the exact statistics
+        for op in operators:
+            kept, value = op.decide(TextView(text))
+            exact = op.measure(segmented)
+            assert kept == op.keeps(exact), (op.name, text[:200])
+            assert value is None or value == exact
 
 
 def _tiny_model_dir(directory):

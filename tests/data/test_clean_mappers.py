@@ -1,9 +1,11 @@
 import json
+import random
 
 import ftfy
 import opencc
 import pytest
 
+from steel.data import io
 from steel.data.clean import mappers as M
 from steel.data.clean.code import clean_copyright
 
@@ -144,6 +146,48 @@ def test_fix_unicode_fast_path_matches_ftfy_on_samples(shared_dir):
         assert M.fix_unicode(text, fix_character_width=False, uncurl_quotes=False) == ftfy.fix_text(
             text, fix_character_width=False, uncurl_quotes=False
         )
+
+
+# Characters that stress the line-by-line repair: HTML entity starts, mojibake lead and continuation
+# bytes, full-width forms whose width fix gives `&` or Latin-1 signs, curly quotes, line breaks.
+FUZZ_ALPHABET = (
+    "ab&<>;# \n\n\t⦅ｶ①℃カ\u3099中文。，、「」“”‘’…—·ÃÂ©¢£¥¬é\xa0\u200b\r\x07ﬁ\uf900\u3000"
+    + "".join(map(chr, range(0xFF01, 0xFF61)))
+    + "".join(map(chr, range(0xFFE0, 0xFFE7)))
+)
+
+
+def test_fix_unicode_full_width_entities_and_signs():
+    # The width fix turns these into `&amp;` and `¬¢`, which ftfy's next pass repairs again.
+    assert M.fix_unicode("＆ａｍｐ；") == "&"
+    assert M.fix_unicode("ａ＆ｌｔ；ｂ") == "a<b"
+    assert M.fix_unicode("￢￠") == "¢"
+    assert M.fix_unicode("a￢￠\n中文￢￠") == "a¢\n中文¬¢"  # ftfy judges each line on its own
+
+
+@pytest.mark.parametrize("width,quotes", [(True, True), (False, False), (True, False)])
+def test_fix_unicode_matches_ftfy_on_random_text(width, quotes):
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randint(1, 12)))
+        expected = ftfy.fix_text(text, fix_character_width=width, uncurl_quotes=quotes)
+        assert M.fix_unicode(text, fix_character_width=width, uncurl_quotes=quotes) == expected, repr(text)
+
+
+def test_fix_unicode_repairs_only_suspect_lines():
+    broken = "中文测试".encode("utf-8").decode("latin-1")
+    lines = ["第一行，全角：ＡＢＣ“引号”\n", f"第二行 {broken} 和 &amp; 实体\n", "第三行 <b>\n", "第四行 &lt; 不转义"]
+    text = "".join(lines)
+    assert M.fix_unicode(text) == ftfy.fix_text(text)
+    assert M.fix_unicode(text) == '第一行,全角:ABC"引号"\n第二行 中文测试 和 & 实体\n第三行 <b>\n第四行 &lt; 不转义'
+
+
+def test_fix_unicode_default_settings_match_ftfy_on_samples(shared_dir):
+    samples = shared_dir / "data/steel-samples"
+    texts = [record["completion"] for _, (_, record) in zip(range(300), io.iter_records(samples / "wikipedia-cn-20230720-filtered_sample.json"))]
+    texts += [record["text"] for _, (_, record) in zip(range(300), io.iter_records(samples / "2021-31_zh_head_0000_sample.jsonl"))]
+    for text in texts:
+        assert M.fix_unicode(text) == ftfy.fix_text(text), text[:200]
 
 
 # --- punctuation ---------------------------------------------------------------------------------

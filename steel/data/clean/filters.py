@@ -8,10 +8,9 @@ the defaults are Data-Juicer's units, which are wrong for Chinese (see docs/data
 
 import logging
 import math
-import re
 from collections import Counter
 
-from steel.data.clean.text import TextView, as_view, is_special_char, remove_special_chars, strip_special
+from steel.data.clean.text import TextView, as_view, is_special_char, remove_special_chars
 
 logger = logging.getLogger(__name__)
 
@@ -99,40 +98,73 @@ def word_repetition_ratio(text: "str | TextView", rep_len: int = 10, unit: str =
 
 
 # ---------------------------------------------------------------------------------------------
-# Exact shortcuts that decide a word filter without segmenting the document
-
-# The pattern jieba 0.42 uses to split text into blocks before segmenting each one.
-_JIEBA_BLOCK = re.compile("[\u4e00-\u9fd5a-zA-Z0-9+#&._%\\-]+")
+# Exact shortcuts that decide a word filter with little or no segmentation
 
 
 def jieba_words_num_bounds(text: "str | TextView") -> tuple[int, int]:
     """Lower and upper bounds of `words_num(text, unit="jieba")`, without segmenting.
 
-    jieba splits the text into blocks of `_JIEBA_BLOCK` characters and segments each block; every
-    other non-space character is a token of its own. A block with a non-special character yields
-    at least one counted word, and every counted word holds at least one non-special character.
+    jieba splits the text into blocks and segments each block; every other non-space character is
+    a token of its own (see `split_jieba_blocks`). A block with a non-special character yields at
+    least one counted word, and every counted word contains at least one non-special character.
     """
     view = as_view(text)
-    lower = sum(1 for block in _JIEBA_BLOCK.findall(view.text) if strip_special(block))
-    outside = _JIEBA_BLOCK.sub("", view.text)
-    lower += len(remove_special_chars(outside))
+    lower = view.jieba_words_lower_bound(0)
     num_special = sum(n for char, n in view.char_counts().items() if is_special_char(char))
     return lower, len(view.text) - num_special
 
 
-def word_repetition_upper_bound(text: str, rep_len: int, num_words_lower: int) -> float:
+def repeated_char_ngram_positions(text: str, rep_len: int) -> int:
+    """Count the positions of `rep_len`-character strings that occur more than once in the lowercased
+    text without special characters."""
+    letters = remove_special_chars(text.lower())
+    counts = Counter(letters[i : i + rep_len] for i in range(len(letters) - rep_len + 1))
+    return sum(c for c in counts.values() if c > 1)
+
+
+def word_repetition_upper_bound(text: str, rep_len: int, num_words_lower: int, repeated_positions: int | None = None) -> float:
     """Bound the word `rep_len`-gram repetition ratio from above, without segmenting.
 
     Every counted word keeps at least one non-special character, so in the lowercased text without
     special characters each word n-gram starts at its own position, and a repeated word n-gram
     starts where some `rep_len`-character string repeats. The repeated occurrences are therefore at
-    most the positions of repeated character n-grams, and there are at least
-    `num_words_lower - rep_len + 1` word n-grams.
+    most the positions of repeated character n-grams (`repeated_char_ngram_positions`, computed here
+    unless given), and there are at least `num_words_lower - rep_len + 1` word n-grams.
     """
-    letters = remove_special_chars(text.lower())
-    counts = Counter(letters[i : i + rep_len] for i in range(len(letters) - rep_len + 1))
-    repeated_positions = sum(c for c in counts.values() if c > 1)
+    if repeated_positions is None:
+        repeated_positions = repeated_char_ngram_positions(text, rep_len)
     if repeated_positions == 0:
         return 0.0
     num_ngrams_lower = num_words_lower - rep_len + 1
     return repeated_positions / num_ngrams_lower if num_ngrams_lower > 0 else math.inf
+
+
+def jieba_words_num_within(view: TextView, min_num: float, max_num: float) -> bool:
+    """Return True when `min_num <= words_num(view, "jieba") <= max_num` holds for certain.
+
+    Segments only the blocks needed to lift the lower bound to `min_num`. False means undecided.
+    """
+    lower, upper = jieba_words_num_bounds(view)
+    if upper > max_num:
+        return False
+    return lower >= min_num or view.jieba_words_lower_bound(min_num) >= min_num
+
+
+def jieba_word_repetition_at_most(view: TextView, rep_len: int, max_ratio: float) -> bool:
+    """Return True when `word_repetition_ratio(view, rep_len, "jieba") <= max_ratio` holds for certain.
+
+    The bound falls as the word count's lower bound rises, so blocks are segmented only until the
+    bound reaches `max_ratio`. False means undecided.
+    """
+    repeated = repeated_char_ngram_positions(view.text, rep_len)
+    lower, upper = jieba_words_num_bounds(view)
+    if word_repetition_upper_bound(view.text, rep_len, lower, repeated) <= max_ratio:
+        return True
+    if max_ratio <= 0 or not math.isfinite(max_ratio):
+        return False
+    # The bound is at most max_ratio once there are `repeated / max_ratio` word n-grams.
+    target = math.ceil(repeated / max_ratio) + rep_len
+    if target > upper:
+        return False
+    lower = view.jieba_words_lower_bound(target)
+    return word_repetition_upper_bound(view.text, rep_len, lower, repeated) <= max_ratio

@@ -228,9 +228,39 @@ def needs_unicode_fix(text: str, fix_character_width: bool = True, uncurl_quotes
     return _unicode_safe_pattern(fix_character_width, uncurl_quotes).fullmatch(text) is None
 
 
+# Full-width forms whose width fix gives ASCII (the ideographic space gives a space), leaving
+# nothing else to repair. Two kinds go to ftfy's full repair instead, because its second pass can
+# rewrite what the width fix produced. ＆ (U+FF06) becomes `&`, which can start an HTML entity
+# (`＆ａｍｐ；` becomes `&`). ￠￡￢￣￤￥￦ become Latin-1 signs that can read as Mac Roman mojibake
+# (`￢￠` becomes `¢`).
+_SAFE_FULLWIDTH_FIXED_TO_ASCII = "\u3000\uff01-\uff05\uff07-\uff5e"
+
+
 @cache
-def _width_and_quotes_pattern() -> re.Pattern:
-    return re.compile(f"[{_SAFE_BASE}{_SAFE_FULLWIDTH}{_SAFE_QUOTES}]*")
+def _needs_ftfy_pattern(fix_character_width: bool, uncurl_quotes: bool) -> re.Pattern:
+    """Match a character that only ftfy's full repair handles (the width and quote fixes aside)."""
+    safe = _SAFE_BASE + _SAFE_QUOTES + (_SAFE_FULLWIDTH_FIXED_TO_ASCII if fix_character_width else _SAFE_FULLWIDTH)
+    return re.compile(f"[^{safe}]")
+
+
+@cache
+def _width_runs_pattern() -> re.Pattern:
+    from ftfy.chardata import WIDTH_MAP
+
+    return re.compile("[" + "".join(re.escape(chr(code)) for code in sorted(WIDTH_MAP)) + "]+")
+
+
+def _fix_width_and_quotes(text: str, fix_character_width: bool, uncurl_quotes: bool) -> str:
+    """Apply ftfy's width and quote fixes and NFC: all that ftfy changes in text without other suspects."""
+    from ftfy import fixes
+
+    if fix_character_width:
+        # ftfy's `fix_character_width` translates the whole text; translating only the runs of
+        # full-width and half-width forms gives the same result faster on Chinese text.
+        text = _width_runs_pattern().sub(lambda match: fixes.fix_character_width(match.group()), text)
+    if uncurl_quotes:
+        text = fixes.uncurl_quotes(text)
+    return unicodedata.normalize("NFC", text)
 
 
 def fix_unicode(
@@ -239,31 +269,50 @@ def fix_unicode(
     """Repair mojibake, control characters and unnormalised forms with ftfy, only on text that needs it.
 
     The defaults are Data-Juicer's (ftfy's own): they turn full-width Chinese punctuation into
-    ASCII and curly quotes into straight ones. Chinese text wants both turned off.
+    ASCII and curly quotes into straight ones. Chinese text wants both turned off. The result is
+    `ftfy.fix_text`'s with the same settings.
     """
-    if normalization != "NFC":
-        import ftfy
+    import ftfy
 
+    if normalization != "NFC":
         return ftfy.fix_text(
             text, normalization=normalization, fix_character_width=fix_character_width, uncurl_quotes=uncurl_quotes
         )
     if not needs_unicode_fix(text, fix_character_width, uncurl_quotes):
         return text
+    config = ftfy.TextFixerConfig(explain=False, fix_character_width=fix_character_width, uncurl_quotes=uncurl_quotes)
+    if len(text) > config.max_decode_length:
+        return ftfy.fix_text(text, config)  # ftfy then also splits inside lines, which the line repair below does not
+    return _fix_suspect_lines(text, config)
 
-    from ftfy import fixes
 
-    if _width_and_quotes_pattern().fullmatch(text):
-        # Only the width and quote fixes apply (no character here can be part of mojibake), so run
-        # those two ftfy steps alone, in ftfy's order, instead of the whole repair.
-        if fix_character_width:
-            text = fixes.fix_character_width(text)
-        if uncurl_quotes:
-            text = fixes.uncurl_quotes(text)
-        return unicodedata.normalize("NFC", text)
+def _fix_suspect_lines(text: str, config) -> str:
+    """Run ftfy's full repair only on the lines with a suspect character, and the cheap fixes elsewhere.
 
-    import ftfy
+    `ftfy.fix_text` repairs each line on its own (a segment ending with `\n`), so this gives its
+    result. Its one state across lines is `unescape_html="auto"`, which turns off for good at the
+    first line with `<`, and so is off for a line exactly when `<` occurs up to that line's end.
+    NFC never joins characters across a line break, so the cheap fixes may run on many lines at once.
+    """
+    from ftfy import fix_and_explain
 
-    return ftfy.fix_text(text, fix_character_width=fix_character_width, uncurl_quotes=uncurl_quotes)
+    suspect = _needs_ftfy_pattern(config.fix_character_width, config.uncurl_quotes)
+    first_angle_bracket = text.find("<")
+    pieces = []
+    done = 0  # text before this index is in `pieces`
+    while match := suspect.search(text, done):
+        line_start = text.rfind("\n", done, match.start()) + 1 or done
+        line_end = text.find("\n", match.end()) + 1 or len(text)
+        if line_start > done:
+            pieces.append(_fix_width_and_quotes(text[done:line_start], config.fix_character_width, config.uncurl_quotes))
+        line_config = config
+        if 0 <= first_angle_bracket < line_end:
+            line_config = config._replace(unescape_html=False)
+        pieces.append(fix_and_explain(text[line_start:line_end], line_config).text)
+        done = line_end
+    if done < len(text):
+        pieces.append(_fix_width_and_quotes(text[done:], config.fix_character_width, config.uncurl_quotes))
+    return "".join(pieces)
 
 
 # ---------------------------------------------------------------------------------------------

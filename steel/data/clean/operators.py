@@ -130,17 +130,18 @@ class Operator:
     def decide(self, view: TextView) -> tuple[bool, float | None]:
         """Return whether the filter keeps the document, and the statistic when it had to compute it.
 
-        Word filters first try exact bounds that need no segmentation (most clean documents pass
-        them); the statistic is computed only when the bounds cannot decide.
+        Jieba word filters first try exact bounds that need little or no segmentation (most clean
+        documents pass them); the statistic is computed only when the bounds cannot decide.
         """
-        if self.params.get("unit") == "jieba" and self.name in ("words_num_filter", "word_repetition_filter"):
-            lower, upper = filters.jieba_words_num_bounds(view)
-            if self.name == "words_num_filter" and self.min_value <= lower and upper <= self.max_value:
+        if self.params.get("unit") == "jieba":
+            if self.name == "words_num_filter" and filters.jieba_words_num_within(view, self.min_value, self.max_value):
                 return True, None
-            if self.name == "word_repetition_filter" and self.min_value <= 0:
-                bound = filters.word_repetition_upper_bound(view.text, self.params["rep_len"], lower)
-                if bound <= self.max_value:
-                    return True, None
+            if (
+                self.name == "word_repetition_filter"
+                and self.min_value <= 0
+                and filters.jieba_word_repetition_at_most(view, self.params["rep_len"], self.max_value)
+            ):
+                return True, None
         value = self.measure(view)
         return self.keeps(value), value
 

@@ -12,7 +12,9 @@ Data-Juicer's operators split words on whitespace. A Chinese paragraph has no sp
 - `line`: a line of `str.splitlines()`.
 
 A `TextView` segments a document once and shares the result: measured on the sample corpora,
-jieba segmentation is the largest per-document cost, and several filters need the same words.
+jieba segmentation is the largest per-document cost, and several filters need the same words. It
+also segments jieba's blocks one at a time, so that a filter can stop once a lower bound of the word
+count decides it.
 """
 
 import logging
@@ -100,6 +102,27 @@ def jieba_words(text: str) -> list[str]:
     return [token.lower() for token in _jieba().lcut(text) if _is_word(token)]
 
 
+@cache
+def _jieba_block_pattern() -> re.Pattern:
+    import jieba  # the module only: its dictionary loads on the first segmentation
+
+    return jieba.re_han_default
+
+
+def split_jieba_blocks(text: str) -> list[str]:
+    """Split `text` as jieba 0.42 does before segmenting: blocks at the odd indices, the rest between.
+
+    jieba segments each block (a run of CJK ideographs, ASCII letters, digits and `+#&._%-`) on its
+    own and makes every other character a token of its own. A text's words are therefore its blocks'
+    words and the word characters between them, in order.
+    """
+    return _jieba_block_pattern().split(text)
+
+
+def _words_between_blocks(piece: str) -> list[str]:
+    return [char.lower() for char in piece if _is_word(char)]
+
+
 WORD_UNITS = ("space", "jieba")
 LINE_UNITS = ("line", "sentence")
 
@@ -115,7 +138,7 @@ def split_sentences(text: str) -> list[str]:
 class TextView:
     """One document's text with its units computed on first use and then shared between operators."""
 
-    __slots__ = ("text", "_words", "_lines", "_sentences", "_char_counts")
+    __slots__ = ("text", "_words", "_lines", "_sentences", "_char_counts", "_jieba_pieces", "_jieba_block_words", "_jieba_lower")
 
     def __init__(self, text: str):
         self.text = text
@@ -123,6 +146,9 @@ class TextView:
         self._lines: list[str] | None = None
         self._sentences: list[str] | None = None
         self._char_counts: Counter | None = None
+        self._jieba_pieces: list[str] | None = None
+        self._jieba_block_words: dict[int, list[str]] = {}  # piece index -> words of that block
+        self._jieba_lower: int | None = None  # lower bound of the jieba word count so far
 
     def char_counts(self) -> Counter:
         """Count each distinct character of the text (computed once)."""
@@ -135,7 +161,7 @@ class TextView:
             if unit == "space":
                 self._words[unit] = space_words(self.text)
             elif unit == "jieba":
-                self._words[unit] = jieba_words(self.text)
+                self._words[unit] = self._all_jieba_words()
             else:
                 raise ValueError(f"unknown word unit {unit!r}; expected one of {WORD_UNITS}")
         return self._words[unit]
@@ -143,6 +169,55 @@ class TextView:
     def has_words(self, unit: str) -> bool:
         """Return whether the words of `unit` have been computed (an operator needed them)."""
         return unit in self._words
+
+    def _jieba_block_pieces(self) -> list[str]:
+        if self._jieba_pieces is None:
+            self._jieba_pieces = split_jieba_blocks(self.text)
+        return self._jieba_pieces
+
+    def _words_of_block(self, index: int) -> list[str]:
+        if index not in self._jieba_block_words:
+            self._jieba_block_words[index] = jieba_words(self._jieba_block_pieces()[index])
+        return self._jieba_block_words[index]
+
+    def _all_jieba_words(self) -> list[str]:
+        """Equal to `jieba_words(self.text)`, reusing the blocks already segmented."""
+        words = []
+        for index, piece in enumerate(self._jieba_block_pieces()):
+            words.extend(self._words_of_block(index) if index % 2 else _words_between_blocks(piece))
+        return words
+
+    def jieba_words_lower_bound(self, target: float) -> int:
+        """Return a lower bound of `len(self.words("jieba"))` that reaches `target` if the count does.
+
+        Before segmenting, each block with a word character counts as one word. Blocks are then
+        segmented longest first, each replacing its one word by its real count, until the bound
+        reaches `target`. Once every block is segmented, the bound is the count itself.
+        """
+        if "jieba" in self._words:
+            return len(self._words["jieba"])
+        pieces = self._jieba_block_pieces()
+        if self._jieba_lower is None:
+            self._jieba_lower = sum(self._piece_lower_bound(i) for i in range(len(pieces)))
+        if self._jieba_lower >= target:
+            return self._jieba_lower
+
+        unsegmented = [i for i in range(1, len(pieces), 2) if i not in self._jieba_block_words]
+        for index in sorted(unsegmented, key=lambda i: -len(pieces[i])):
+            counted_before = self._piece_lower_bound(index)
+            self._jieba_lower += len(self._words_of_block(index)) - counted_before
+            if self._jieba_lower >= target:
+                break
+        return self._jieba_lower
+
+    def _piece_lower_bound(self, index: int) -> int:
+        """Words in piece `index`: exact between blocks and for a segmented block, else 1 per block with a word character."""
+        piece = self._jieba_block_pieces()[index]
+        if index % 2 == 0:
+            return len(_words_between_blocks(piece))
+        if index in self._jieba_block_words:
+            return len(self._jieba_block_words[index])
+        return 1 if strip_special(piece) else 0
 
     def lines(self, unit: str = "line") -> list[str]:
         if unit == "line":
