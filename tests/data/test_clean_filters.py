@@ -1,4 +1,5 @@
 import math
+import random
 
 import pytest
 
@@ -187,6 +188,19 @@ def test_jieba_words_from_blocks_equal_whole_text(target):
         view = TextView(text)
         assert view.jieba_words_lower_bound(target) <= len(jieba_words(text)), text
         assert view.words("jieba") == jieba_words(text), text
+
+
+@pytest.mark.parametrize("rep_len", [2, 3])
+def test_word_repetition_bound_holds_on_random_text(rep_len):
+    # Greek capitals lowercase differently alone and in context (Σ to σ or ς); ASCII controls are special.
+    pieces = ["ΑΣ", "ΒΣ", "ς", "\x01", " ", "，", "中文", "分词", "ab", "Ab", "3.14", "。"]
+    rng = random.Random(rep_len)
+    for _ in range(400):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 30)))
+        ratio = F.word_repetition_ratio(text, rep_len, "jieba")
+        lower, upper = F.jieba_words_num_bounds(text)
+        assert lower <= F.words_num(text, "jieba") <= upper, repr(text)
+        assert ratio <= F.word_repetition_upper_bound(text, rep_len, lower), repr(text)
 
 
 def test_word_filter_shortcuts_agree_on_samples(shared_dir):

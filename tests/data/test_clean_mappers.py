@@ -42,6 +42,20 @@ def test_chinese_convert_fast_path_matches_opencc(shared_dir):
         assert M.chinese_convert(text) == converter.convert(text)
 
 
+@pytest.mark.parametrize("mode", ["t2s", "s2t"])
+def test_chinese_convert_phrases_without_trigger_characters(mode):
+    # Phrases made only of characters that convert to themselves, so only the phrase search finds them.
+    triggers = M._conversion_triggers(mode)
+    phrases = triggers.phrases.pattern.split("|")
+    assert phrases
+    converter = opencc.OpenCC(mode)
+    for phrase in phrases:
+        assert triggers.chars.isdisjoint(phrase), phrase
+        assert not triggers.any_trigger.isdisjoint(phrase), phrase
+        text = f"前文{phrase}后文"
+        assert M.chinese_convert(text, mode) == converter.convert(text), phrase
+
+
 # --- e-mail, links, IP ---------------------------------------------------------------------------
 
 

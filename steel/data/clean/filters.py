@@ -9,14 +9,16 @@ the defaults are Data-Juicer's units, which are wrong for Chinese (see docs/data
 import logging
 import math
 from collections import Counter
+from functools import cache
 
-from steel.data.clean.text import TextView, as_view, is_special_char, remove_special_chars
+from steel.data.clean.text import TextView, as_view, is_special_char, special_chars_table
 
 logger = logging.getLogger(__name__)
 
 
 def _count_alnum(view: TextView) -> int:
-    return sum(n for char, n in view.char_counts().items() if char.isalnum())
+    counts = view.char_counts()
+    return sum(map(counts.__getitem__, filter(str.isalnum, counts)))
 
 
 def alphanumeric_ratio(text: "str | TextView", tokenization: bool = False) -> float:
@@ -62,6 +64,8 @@ def character_repetition_ratio(text: "str | TextView", rep_len: int = 10) -> flo
     if len(text) < rep_len:
         return 0.0
     counts = Counter(text[i : i + rep_len] for i in range(len(text) - rep_len + 1))
+    if len(counts) == len(text) - rep_len + 1:
+        return 0.0  # no n-gram repeats, and the formula below gives 0 too
     frequencies = sorted(counts.values(), reverse=True)
     num_unique = sum(1 for f in frequencies if f == 1)
     num_top = min(int(math.sqrt(len(frequencies))), len(frequencies) - num_unique)
@@ -73,8 +77,7 @@ def special_characters_ratio(text: "str | TextView") -> float:
     view = as_view(text)
     if not view.text:
         return 0.0
-    num_special = sum(n for char, n in view.char_counts().items() if is_special_char(char))
-    return num_special / len(view.text)
+    return view.num_special_chars() / len(view.text)
 
 
 def text_length(text: "str | TextView") -> int:
@@ -109,15 +112,29 @@ def jieba_words_num_bounds(text: "str | TextView") -> tuple[int, int]:
     least one counted word, and every counted word contains at least one non-special character.
     """
     view = as_view(text)
-    lower = view.jieba_words_lower_bound(0)
-    num_special = sum(n for char, n in view.char_counts().items() if is_special_char(char))
-    return lower, len(view.text) - num_special
+    return view.jieba_words_lower_bound(0), len(view.text) - view.num_special_chars()
+
+
+@cache
+def _word_letters_table() -> dict[int, int | None]:
+    """Build a `str.translate` table that deletes every special character and maps ς to σ.
+
+    Unlike `remove_special_chars`, it also deletes the ASCII control characters.
+    """
+    table = dict(special_chars_table())
+    table.update((code, None) for code in range(0x80) if is_special_char(chr(code)))
+    table[ord("ς")] = ord("σ")
+    return table
 
 
 def repeated_char_ngram_positions(text: str, rep_len: int) -> int:
     """Count the positions of `rep_len`-character strings that occur more than once in the lowercased
-    text without special characters."""
-    letters = remove_special_chars(text.lower())
+    text without special characters.
+
+    Equal words give equal strings here: jieba's words are lowercased one by one, where the whole
+    text's `lower()` may turn Σ into ς instead, and so ς counts as σ.
+    """
+    letters = text.lower().translate(_word_letters_table())
     counts = Counter(letters[i : i + rep_len] for i in range(len(letters) - rep_len + 1))
     return sum(c for c in counts.values() if c > 1)
 

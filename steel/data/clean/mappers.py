@@ -8,6 +8,8 @@ pattern can occur before doing the expensive work, so clean text passes through 
 import html.parser
 import re
 import unicodedata
+from collections import Counter
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -22,19 +24,28 @@ def _opencc(mode: str):
     return opencc.OpenCC(mode)
 
 
+@dataclass(frozen=True)
+class _ConversionTriggers:
+    """The characters and phrases that OpenCC's tables for one mode change, arranged for a fast check."""
+
+    chars: frozenset[str]  # characters that convert to something else
+    phrases: re.Pattern | None  # phrases that convert as a whole and contain none of `chars`
+    any_trigger: frozenset[str]  # `chars` plus one character of each phrase in `phrases`
+
+
 @cache
-def _conversion_triggers(mode: str) -> tuple[frozenset[str], re.Pattern | None]:
+def _conversion_triggers(mode: str) -> _ConversionTriggers | None:
     """Collect what OpenCC's `mode` tables can change: single characters, and phrases that change as a whole.
 
     A text that contains none of these characters and none of these phrases converts to itself,
-    because OpenCC then only looks up single characters that map to themselves. Returns an empty
-    set for modes not handled here, so that the converter always runs.
+    because OpenCC then only looks up single characters that map to themselves. Returns None for
+    modes not handled here, so that the converter always runs.
     """
     import opencc
 
     tables = {"t2s": ("TSCharacters.txt", "TSPhrases.txt"), "s2t": ("STCharacters.txt", "STPhrases.txt")}
     if mode not in tables:
-        return frozenset(), None
+        return None
     dictionary_dir = Path(opencc.__file__).parent / "dictionary"
     characters_file, phrases_file = tables[mode]
     chars: set[str] = set()
@@ -42,19 +53,41 @@ def _conversion_triggers(mode: str) -> tuple[frozenset[str], re.Pattern | None]:
         key, _, values = line.partition("\t")
         if values.split(" ")[0] != key:
             chars.add(key)
-    phrases = []
+    phrases, converted = [], Counter()
     for line in (dictionary_dir / phrases_file).read_text(encoding="utf-8").splitlines():
         key, _, values = line.partition("\t")
-        if values.split(" ")[0] != key:
+        converted.update(values.split(" ")[0])
+        # A phrase with a character of `chars` is found through that character.
+        if values.split(" ")[0] != key and chars.isdisjoint(key):
             phrases.append(key)
+
     pattern = re.compile("|".join(map(re.escape, sorted(phrases, key=len, reverse=True)))) if phrases else None
-    return frozenset(chars), pattern
+    return _ConversionTriggers(frozenset(chars), pattern, frozenset(chars) | _covering_chars(phrases, converted))
+
+
+def _covering_chars(phrases: list[str], converted: Counter) -> frozenset[str]:
+    """Pick characters so that every phrase contains one, greedily taking the one in the most phrases.
+
+    Ties go to the character seen less often in the converted phrases, which are the target
+    script's text, so that a common character such as 得 in 衹得 is not picked. A few characters
+    (瞭, 藉, 覆, ...) then cover all the phrases, and a text with none of them needs no phrase search.
+    """
+    uncovered = set(phrases)
+    chosen = set()
+    while uncovered:
+        counts = Counter(char for phrase in uncovered for char in set(phrase))
+        char = min(counts, key=lambda c: (-counts[c], converted[c], c))
+        chosen.add(char)
+        uncovered = {phrase for phrase in uncovered if char not in phrase}
+    return frozenset(chosen)
 
 
 def chinese_convert(text: str, mode: str = "t2s") -> str:
     """Convert between traditional and simplified Chinese with OpenCC's tables (`t2s`, `s2t`, ...)."""
-    chars, phrases = _conversion_triggers(mode)
-    if chars and chars.isdisjoint(text) and (phrases is None or not phrases.search(text)):
+    triggers = _conversion_triggers(mode)
+    if triggers is not None and triggers.any_trigger.isdisjoint(text):
+        return text
+    if triggers is not None and triggers.chars.isdisjoint(text) and (triggers.phrases is None or not triggers.phrases.search(text)):
         return text
     return _opencc(mode).convert(text)
 

@@ -138,7 +138,7 @@ def split_sentences(text: str) -> list[str]:
 class TextView:
     """One document's text with its units computed on first use and then shared between operators."""
 
-    __slots__ = ("text", "_words", "_lines", "_sentences", "_char_counts", "_jieba_pieces", "_jieba_block_words", "_jieba_lower")
+    __slots__ = ("text", "_words", "_lines", "_sentences", "_char_counts", "_num_special", "_jieba_pieces", "_jieba_block_words", "_jieba_lower")
 
     def __init__(self, text: str):
         self.text = text
@@ -146,6 +146,7 @@ class TextView:
         self._lines: list[str] | None = None
         self._sentences: list[str] | None = None
         self._char_counts: Counter | None = None
+        self._num_special: int | None = None
         self._jieba_pieces: list[str] | None = None
         self._jieba_block_words: dict[int, list[str]] = {}  # piece index -> words of that block
         self._jieba_lower: int | None = None  # lower bound of the jieba word count so far
@@ -155,6 +156,13 @@ class TextView:
         if self._char_counts is None:
             self._char_counts = Counter(self.text)
         return self._char_counts
+
+    def num_special_chars(self) -> int:
+        """Count the special characters (`is_special_char`) of the text (computed once)."""
+        if self._num_special is None:
+            counts = self.char_counts()
+            self._num_special = sum(map(counts.__getitem__, filter(is_special_char, counts)))
+        return self._num_special
 
     def words(self, unit: str) -> list[str]:
         if unit not in self._words:
@@ -198,7 +206,11 @@ class TextView:
             return len(self._words["jieba"])
         pieces = self._jieba_block_pieces()
         if self._jieba_lower is None:
-            self._jieba_lower = sum(self._piece_lower_bound(i) for i in range(len(pieces)))
+            # No block is segmented yet: only the loop below segments blocks before `words` is called.
+            num_word_blocks = sum(1 for block in pieces[1::2] if strip_special(block))
+            between = Counter("".join(pieces[0::2]))
+            num_words_between = sum(n for char, n in between.items() if not is_special_char(char))
+            self._jieba_lower = num_word_blocks + num_words_between
         if self._jieba_lower >= target:
             return self._jieba_lower
 
