@@ -1,12 +1,15 @@
+import dataclasses
+import inspect
 import math
 import random
 
 import pytest
 
 from steel.data import io
+from steel.data.clean import dedup, perplexity
 from steel.data.clean import filters as F
 from steel.data.clean.code import count_tokens
-from steel.data.clean.operators import build_operator
+from steel.data.clean.operators import DEDUPLICATORS, FILTERS, IGNORED_OPERATOR_KEYS, MAPPERS, build_operator
 from steel.data.clean.text import TextView, jieba_words, space_words, split_sentences
 
 CHINESE = "我们今天在北京大学召开了一次关于人工智能发展的学术研讨会。与会专家讨论了大语言模型的训练方法！你觉得怎么样？"
@@ -220,6 +223,48 @@ def test_word_filter_shortcuts_agree_on_samples(shared_dir):
             exact = op.measure(segmented)
             assert kept == op.keeps(exact), (op.name, text[:200])
             assert value is None or value == exact
+
+
+def _parameters(function, skip: int = 1) -> set[str]:
+    """Names of `function`'s parameters after the first `skip` (the text, or the fingerprints)."""
+    return set(list(inspect.signature(function).parameters)[skip:])
+
+
+def _accepted_by_signature(name: str) -> set[str]:
+    """The recipe keys of operator `name`, read from the signatures of the functions that take them."""
+    if name in MAPPERS:
+        return _parameters(MAPPERS[name].function)
+    if name in DEDUPLICATORS:
+        method = DEDUPLICATORS[name].method
+        if method == "exact":
+            return _parameters(dedup.content_hash)
+        if method == "simhash":
+            return _parameters(dedup.simhash) | _parameters(dedup.find_simhash_duplicates)
+        return {f.name for f in dataclasses.fields(dedup.MinHashConfig)} | {"backend"}
+    spec = FILTERS[name]
+    if name == "perplexity_filter":
+        keys = _parameters(perplexity.causal_lm_perplexity) | _parameters(perplexity.kenlm_perplexity)
+    else:
+        keys = _parameters(spec.statistic)
+    keys |= {key for key in (spec.min_key, spec.max_key) if key}
+    keys.add("lang")  # Data-Juicer's language key, accepted by every filter
+    if "unit" in keys and name.startswith("word"):
+        keys.add("tokenization")  # Data-Juicer's spelling of the word unit
+    return keys
+
+
+@pytest.mark.parametrize("name", sorted([*MAPPERS, *FILTERS, *DEDUPLICATORS]))
+def test_misspelt_parameter_lists_valid_keys(name):
+    with pytest.raises(ValueError) as raised:
+        build_operator(name, {"max_lenght": 1}, 3, "recipe.yaml: process[3]")
+    message = str(raised.value)
+    assert message.startswith("recipe.yaml: process[3]: unknown parameter(s) max_lenght; ")
+
+    operator_part, common_part = message.split("; ")[1:]
+    listed = operator_part.removeprefix(f"valid for {name}: ")
+    assert operator_part.startswith(f"valid for {name}: ")
+    assert set(listed.split(", ")) - {"none"} == _accepted_by_signature(name)
+    assert common_part == "valid for every operator: " + ", ".join(sorted(IGNORED_OPERATOR_KEYS))
 
 
 def _tiny_model_dir(directory):

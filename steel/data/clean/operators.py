@@ -96,6 +96,38 @@ DEDUPLICATORS: dict[str, DedupSpec] = {
 # Keys Data-Juicer accepts that Steel reads differently or does not need: reported, never silently used.
 DATA_JUICER_WORD_KEYS = ("lang", "tokenization")
 IGNORED_OPERATOR_KEYS = frozenset(("accelerator", "batch_size", "num_proc", "cpu_required", "mem_required", "text_key", "skip_op_error"))
+WORD_FILTERS = ("words_num_filter", "word_repetition_filter")
+# The keys steel.data.clean.perplexity.build_perplexity reads, besides `max_ppl` and `lang`.
+PERPLEXITY_KEYS = ("model", "kenlm", "max_tokens")
+
+
+def operator_keys(name: str) -> list[str]:
+    """List the parameters operator `name` accepts in a recipe, besides the `IGNORED_OPERATOR_KEYS` of every operator."""
+    if name in MAPPERS:
+        return sorted(MAPPERS[name].defaults)
+    if name in DEDUPLICATORS:
+        return sorted(DEDUPLICATORS[name].defaults)
+    spec = FILTERS[name]
+    keys = {*spec.defaults, "lang"}  # Data-Juicer's language key, which Steel ignores
+    keys.update(key for key in (spec.min_key, spec.max_key) if key)
+    if name in WORD_FILTERS:
+        keys.add("tokenization")  # Data-Juicer's spelling of `unit`
+    if name == "perplexity_filter":
+        keys.update(PERPLEXITY_KEYS)
+    return sorted(keys)
+
+
+def _check_keys(name: str, entry: dict[str, Any], where: str) -> None:
+    """Raise ValueError naming the keys of `entry` that operator `name` does not accept, and those it does."""
+    keys = operator_keys(name)
+    unknown = sorted(set(entry) - set(keys) - IGNORED_OPERATOR_KEYS)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown parameter(s) {', '.join(unknown)}; valid for {name}: {', '.join(keys) or 'none'}; "
+            f"valid for every operator: {', '.join(sorted(IGNORED_OPERATOR_KEYS))}"
+        )
+    if name in WORD_FILTERS and "unit" in entry and "tokenization" in entry:
+        raise ValueError(f"{where}: set `unit` (Steel's) or `tokenization` (Data-Juicer's), not both")
 
 
 @dataclass
@@ -161,7 +193,11 @@ def _word_unit_from_data_juicer(name: str, entry: dict[str, Any], ignored: list[
 
 def build_operator(name: str, entry: dict[str, Any] | None, index: int, where: str) -> Operator:
     """Resolve one recipe entry (`name: {key: value}`) into an `Operator`; `where` names it in errors."""
+    if name not in MAPPERS and name not in FILTERS and name not in DEDUPLICATORS:
+        known = sorted([*MAPPERS, *FILTERS, *DEDUPLICATORS])
+        raise ValueError(f"{where}: unknown operator {name!r}; Steel implements: {', '.join(known)}")
     entry = dict(entry or {})
+    _check_keys(name, entry, where)
     ignored = sorted(k for k in entry if k in IGNORED_OPERATOR_KEYS)
     for key in ignored:
         entry.pop(key)
@@ -173,7 +209,7 @@ def build_operator(name: str, entry: dict[str, Any] | None, index: int, where: s
 
     if name in FILTERS:
         spec = FILTERS[name]
-        if name in ("words_num_filter", "word_repetition_filter") and "unit" not in entry:
+        if name in WORD_FILTERS and "unit" not in entry:
             entry["unit"] = _word_unit_from_data_juicer(name, entry, ignored)
         elif "lang" in entry and name != "perplexity_filter":
             entry.pop("lang")
@@ -188,19 +224,16 @@ def build_operator(name: str, entry: dict[str, Any] | None, index: int, where: s
         params = _merge(spec.defaults, entry, where)
         return Operator(name, "filter", params, index, spec.statistic, min_value, max_value, ignored_keys=ignored)
 
-    if name in DEDUPLICATORS:
-        spec = DEDUPLICATORS[name]
-        params = _merge(spec.defaults, entry, where)
-        if params.get("backend", "steel") not in ("steel", "datatrove"):
-            raise ValueError(f"{where}: backend must be 'steel' (one-node LSH) or 'datatrove' (multi-stage), got {params['backend']!r}")
-        return Operator(name, "dedup", params, index, None, method=spec.method, ignored_keys=ignored)
-
-    known = sorted([*MAPPERS, *FILTERS, *DEDUPLICATORS])
-    raise ValueError(f"{where}: unknown operator {name!r}; Steel implements: {', '.join(known)}")
+    spec = DEDUPLICATORS[name]
+    params = _merge(spec.defaults, entry, where)
+    if params.get("backend", "steel") not in ("steel", "datatrove"):
+        raise ValueError(f"{where}: backend must be 'steel' (one-node LSH) or 'datatrove' (multi-stage), got {params['backend']!r}")
+    return Operator(name, "dedup", params, index, None, method=spec.method, ignored_keys=ignored)
 
 
 def _merge(defaults: dict[str, Any], entry: dict[str, Any], where: str) -> dict[str, Any]:
+    # `_check_keys` has rejected every other key already; this guards the operator functions' arguments.
     unknown = sorted(set(entry) - set(defaults))
     if unknown:
-        raise ValueError(f"{where}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(defaults)) or 'none'}")
+        raise ValueError(f"{where}: unexpected parameter(s) {', '.join(unknown)} left after reading the recipe entry")
     return {**defaults, **entry}
