@@ -6,6 +6,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from steel.data.io import SkippedFile
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ def clean(args: argparse.Namespace) -> int:
     return 0
 
 
-def split_readable(paths: list[Path]) -> tuple[list[Path], list]:
+def split_readable(paths: list[Path]) -> tuple[list[Path], list["SkippedFile"]]:
     """Split inputs into readable files and `SkippedFile`s whose encoding was not detected.
 
     The cleaning workers read UTF-8 and GBK/GB18030 only, so a file in another encoding is skipped

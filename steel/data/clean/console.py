@@ -82,9 +82,15 @@ def task_progress(completions_dir: Path, stage: str, num_tasks: int) -> Iterator
     def count_completions() -> int:
         return sum(1 for _ in completions_dir.iterdir()) if completions_dir.is_dir() else 0
 
+    def advance() -> None:
+        # Only a change is drawn, so a log file gets one line per finished task, not one per poll.
+        finished = count_completions()
+        if finished > bar.n:
+            bar.update(finished - bar.n)
+
     def poll() -> None:
         while not stop.wait(PROGRESS_POLL_SECONDS):
-            bar.update(count_completions() - bar.n)
+            advance()
 
     poller = threading.Thread(target=poll, name=f"progress-{stage}", daemon=True)
     poller.start()
@@ -93,5 +99,5 @@ def task_progress(completions_dir: Path, stage: str, num_tasks: int) -> Iterator
     finally:
         stop.set()
         poller.join()
-        bar.update(count_completions() - bar.n)
+        advance()
         bar.close()
