@@ -48,7 +48,7 @@ def tokens_for_shingles(text: str, tokenization: str, lowercase: bool = True, ig
     if tokenization == "space":
         return text.split()
     if tokenization == "character":
-        return [c for c in text if not c.isspace()]
+        return list("".join(text.split()))  # `split()` drops exactly the characters that `isspace()`
     if tokenization == "punctuation":
         return [t for t in _PUNCTUATION_SPLIT.split(text) if t]
     if tokenization == "jieba":
@@ -63,7 +63,15 @@ def shingles(tokens: Sequence[str], window_size: int, separator: str = " ") -> l
     the all-zero SimHash fingerprint, which makes all such documents duplicates of each other. With
     whitespace tokens every short Chinese paragraph is such a document.
     """
-    return [separator.join(tokens[i : i + window_size]) for i in range(len(tokens) - window_size + 1)]
+    num_shingles = len(tokens) - window_size + 1
+    if num_shingles <= 0:
+        return []
+    # Slice each window out of the joined tokens instead of joining every window again.
+    joined = separator.join(tokens)
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)) + len(separator)
+    starts = np.concatenate(([0], np.cumsum(lengths)))  # as if a separator followed every token
+    ends = starts[window_size:] - len(separator)
+    return list(map(joined.__getitem__, map(slice, starts[:num_shingles].tolist(), ends.tolist())))
 
 
 def _separator(tokenization: str) -> str:
@@ -109,8 +117,9 @@ def simhash(
     grams = shingles(tokens, window_size, _separator(tokenization))
     if not grams:
         return 0
-    hashes = np.fromiter((xxhash.xxh64_intdigest(g.encode()) for g in grams), dtype=np.uint64, count=len(grams))
-    bits = (hashes[:, None] >> _BIT_SHIFTS) & np.uint64(1)
+    hashes = np.fromiter(map(xxhash.xxh64_intdigest, map(str.encode, grams)), dtype="<u8", count=len(grams))
+    # Bit j of a little-endian uint64 is bit j % 8 of its byte j // 8.
+    bits = np.unpackbits(hashes.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
     votes = bits.sum(axis=0, dtype=np.int64) * 2 > len(grams)
     return int((votes.astype(np.uint64) << _BIT_SHIFTS).sum(dtype=np.uint64))
 
@@ -247,7 +256,7 @@ def minhash_signature(text: str, config: MinHashConfig) -> np.ndarray:
     a, b = _permutations(config.num_permutations, config.seed)
     if not grams:
         return np.full(config.num_permutations, _MAX_HASH, dtype=np.uint64)
-    hashes = np.fromiter((xxhash.xxh32_intdigest(g.encode()) for g in sorted(grams)), dtype=np.uint64, count=len(grams))
+    hashes = np.fromiter(map(xxhash.xxh32_intdigest, map(str.encode, sorted(grams))), dtype=np.uint64, count=len(grams))
     permuted = (hashes[:, None] * a + b) % _MERSENNE_PRIME & _MAX_HASH
     return permuted.min(axis=0)
 
