@@ -2,21 +2,46 @@ import dataclasses
 import inspect
 import math
 import random
+from collections import Counter
 
+import numpy as np
 import pytest
 
 from steel.data import io
 from steel.data.clean import dedup, perplexity
 from steel.data.clean import filters as F
+from steel.data.clean import text as text_module
 from steel.data.clean.code import count_tokens
 from steel.data.clean.operators import DEDUPLICATORS, FILTERS, IGNORED_OPERATOR_KEYS, MAPPERS, build_operator
-from steel.data.clean.text import TextView, jieba_words, space_words, split_sentences
+from steel.data.clean.text import TextView, jieba_words, ngram_counts, space_words, split_sentences
 
 CHINESE = "我们今天在北京大学召开了一次关于人工智能发展的学术研讨会。与会专家讨论了大语言模型的训练方法！你觉得怎么样？"
 ENGLISH = "The quick brown fox jumps over the lazy dog. It was a sunny day, and everyone was happy."
 
 
 # --- units ---------------------------------------------------------------------------------------
+
+
+def _counter_ngram_counts(text, n):
+    return sorted(Counter(text[i : i + n] for i in range(len(text) - n + 1)).values())
+
+
+NGRAM_TEXTS = [
+    "", "短", CHINESE, ENGLISH * 5, "欢迎光临本店，全场商品八折优惠。" * 30, "ab" * 300,
+    "生僻字𠀀𣘴😀\ud800孤立代理项" * 40,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("n", [1, 2, 10])
+def test_ngram_counts_equal_counter(n, monkeypatch):
+    for text in NGRAM_TEXTS:
+        assert sorted(ngram_counts(text, n).tolist()) == _counter_ngram_counts(text, n), text[:20]
+    # A multiplier of 0 makes n-grams with the same last character collide: the exact count remains.
+    monkeypatch.setattr(text_module, "_HASH_MULTIPLIER", np.uint64(0))
+    for text in NGRAM_TEXTS:
+        assert sorted(ngram_counts(text, n).tolist()) == _counter_ngram_counts(text, n), text[:20]
+
+
 
 
 def test_space_words_see_one_chinese_word():

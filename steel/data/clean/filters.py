@@ -11,7 +11,9 @@ import math
 from collections import Counter
 from functools import cache
 
-from steel.data.clean.text import TextView, as_view, is_special_char, special_chars_table
+import numpy as np
+
+from steel.data.clean.text import TextView, TranslateTable, as_view, is_special_char, ngram_counts
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +65,14 @@ def character_repetition_ratio(text: "str | TextView", rep_len: int = 10) -> flo
     text = as_view(text).text
     if len(text) < rep_len:
         return 0.0
-    counts = Counter(text[i : i + rep_len] for i in range(len(text) - rep_len + 1))
-    if len(counts) == len(text) - rep_len + 1:
+    counts = ngram_counts(text, rep_len)
+    num_ngrams = len(text) - rep_len + 1
+    if len(counts) == num_ngrams:
         return 0.0  # no n-gram repeats, and the formula below gives 0 too
-    frequencies = sorted(counts.values(), reverse=True)
-    num_unique = sum(1 for f in frequencies if f == 1)
+    frequencies = np.sort(counts)[::-1]
+    num_unique = int(np.count_nonzero(frequencies == 1))
     num_top = min(int(math.sqrt(len(frequencies))), len(frequencies) - num_unique)
-    return sum(frequencies[:num_top]) / sum(frequencies)
+    return int(frequencies[:num_top].sum()) / num_ngrams
 
 
 def special_characters_ratio(text: "str | TextView") -> float:
@@ -115,16 +118,19 @@ def jieba_words_num_bounds(text: "str | TextView") -> tuple[int, int]:
     return view.jieba_words_lower_bound(0), len(view.text) - view.num_special_chars()
 
 
+def _word_letter(code: int) -> int | None:
+    if is_special_char(chr(code)):
+        return None
+    return ord("σ") if code == ord("ς") else code
+
+
 @cache
-def _word_letters_table() -> dict[int, int | None]:
+def _word_letters_table() -> TranslateTable:
     """Build a `str.translate` table that deletes every special character and maps ς to σ.
 
     Unlike `remove_special_chars`, it also deletes the ASCII control characters.
     """
-    table = dict(special_chars_table())
-    table.update((code, None) for code in range(0x80) if is_special_char(chr(code)))
-    table[ord("ς")] = ord("σ")
-    return table
+    return TranslateTable(_word_letter)
 
 
 def repeated_char_ngram_positions(text: str, rep_len: int) -> int:
@@ -135,8 +141,8 @@ def repeated_char_ngram_positions(text: str, rep_len: int) -> int:
     text's `lower()` may turn Σ into ς instead, and so ς counts as σ.
     """
     letters = text.lower().translate(_word_letters_table())
-    counts = Counter(letters[i : i + rep_len] for i in range(len(letters) - rep_len + 1))
-    return sum(c for c in counts.values() if c > 1)
+    counts = ngram_counts(letters, rep_len)
+    return int(counts[counts > 1].sum())
 
 
 def word_repetition_upper_bound(text: str, rep_len: int, num_words_lower: int, repeated_positions: int | None = None) -> float:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from steel.data.clean.text import TranslateTable, remove_special_chars
+
 # ---------------------------------------------------------------------------------------------
 # Traditional to simplified Chinese
 
@@ -357,13 +359,24 @@ _ASCII_PUNCTUATION = {
     "；": ";", "–": "-", "—": " - ", "．": ". ", "～": "~", "’": "'", "‘": "'", "…": "...", "━": "-",
     "〈": "<", "〉": ">", "【": "[", "】": "]", "％": "%", "►": "-",
 }  # fmt: skip
-_ASCII_TABLE = str.maketrans(_ASCII_PUNCTUATION)
 
-# Full-width letters and digits (Ａ-Ｚ, ａ-ｚ, ０-９) become ASCII; full-width punctuation stays.
-_FULLWIDTH_ALNUM_TABLE = {
-    code: code - 0xFEE0
-    for code in [*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B)]
-}
+
+@cache
+def _ascii_punctuation_table() -> TranslateTable:
+    return TranslateTable(lambda code: _ASCII_PUNCTUATION.get(chr(code), code))
+
+
+def _fullwidth_alnum_to_ascii(code: int) -> int:
+    """Map full-width letters and digits (Ａ-Ｚ, ａ-ｚ, ０-９) to ASCII; full-width punctuation stays."""
+    if 0xFF10 <= code <= 0xFF19 or 0xFF21 <= code <= 0xFF3A or 0xFF41 <= code <= 0xFF5A:
+        return code - 0xFEE0
+    return code
+
+
+@cache
+def _fullwidth_alnum_table() -> TranslateTable:
+    return TranslateTable(_fullwidth_alnum_to_ascii)
+
 _ZH_PUNCTUATION = {",": "，", ";": "；", ":": "：", "?": "？", "!": "！"}
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff"
 # ASCII punctuation written between Chinese characters (or at a line end after one) is a typing slip.
@@ -378,11 +391,11 @@ def punctuation_normalization(text: str, style: str = "ascii") -> str:
     become their full-width forms; Chinese punctuation is kept.
     """
     if style == "ascii":
-        return text.translate(_ASCII_TABLE)
+        return text.translate(_ascii_punctuation_table())
     if style == "zh":
         if text.isascii():
             return text
-        text = text.translate(_FULLWIDTH_ALNUM_TABLE)
+        text = text.translate(_fullwidth_alnum_table())
         return _ASCII_IN_CHINESE.sub(lambda m: _ZH_PUNCTUATION[m.group(1)], text)
     raise ValueError(f"unknown punctuation style {style!r}; expected 'ascii' or 'zh'")
 
@@ -396,8 +409,6 @@ _SENTENCE_PIECE = re.compile(r"[^.!?。！？]*(?:[.!?。！？]+[”’」』�
 
 
 def _sentence_key(sentence: str, lowercase: bool, ignore_special_character: bool) -> str:
-    from steel.data.clean.text import remove_special_chars
-
     sentence = remove_special_chars(sentence) if ignore_special_character else sentence.strip()
     return sentence.lower() if lowercase else sentence
 
@@ -447,20 +458,27 @@ def remove_specific_chars(text: str, chars_to_remove: str = DEFAULT_CHARS_TO_REM
     return text.translate(_removal_table(chars_to_remove))
 
 
-# Every Unicode space separator except the ASCII space becomes a space; zero-width spaces go. The
-# zero-width joiners stay: emoji sequences and some scripts need them.
-_WHITESPACE_TABLE = {
-    **{code: " " for code in range(0x110000) if unicodedata.category(chr(code)) == "Zs" and code != 0x20},
-    0x200B: None, 0x2060: None, 0xFEFF: None,
-    0x0B: " ", 0x0C: " ", 0x85: "\n", 0x2028: "\n", 0x2029: "\n",
-}  # fmt: skip
+@cache
+def _whitespace_table() -> dict[int, str | None]:
+    """Map every Unicode space separator except the ASCII space to a space and drop zero-width spaces.
+
+    The zero-width joiners stay: emoji sequences and some scripts need them. Built on first use,
+    because scanning every code point takes tens of milliseconds in each worker process.
+    """
+    return {
+        **{code: " " for code in range(0x110000) if unicodedata.category(chr(code)) == "Zs" and code != 0x20},
+        0x200B: None, 0x2060: None, 0xFEFF: None,
+        0x0B: " ", 0x0C: " ", 0x85: "\n", 0x2028: "\n", 0x2029: "\n",
+    }  # fmt: skip
 
 
-_WHITESPACE_HINT = re.compile("[" + "".join(map(chr, _WHITESPACE_TABLE)) + "]")
+@cache
+def _whitespace_hint() -> re.Pattern:
+    return re.compile("[" + "".join(map(chr, _whitespace_table())) + "]")
 
 
 def whitespace_normalization(text: str) -> str:
     """Turn Unicode spaces (no-break, ideographic, ...) into ASCII spaces, drop zero-width characters, strip."""
-    if _WHITESPACE_HINT.search(text):
-        text = text.translate(_WHITESPACE_TABLE)
+    if _whitespace_hint().search(text):
+        text = text.translate(_whitespace_table())
     return text.replace("\r\n", "\n").strip()
