@@ -140,7 +140,7 @@ def repeated_char_ngram_positions(text: str, rep_len: int) -> int:
     Equal words give equal strings here: jieba's words are lowercased one by one, where the whole
     text's `lower()` may turn Σ into ς instead, and so ς counts as σ.
     """
-    letters = text.lower().translate(_word_letters_table())
+    letters = _word_letters_table().translate(text.lower())
     counts = ngram_counts(letters, rep_len)
     return int(counts[counts > 1].sum())
 

@@ -391,11 +391,11 @@ def punctuation_normalization(text: str, style: str = "ascii") -> str:
     become their full-width forms; Chinese punctuation is kept.
     """
     if style == "ascii":
-        return text.translate(_ascii_punctuation_table())
+        return _ascii_punctuation_table().translate(text)
     if style == "zh":
         if text.isascii():
             return text
-        text = text.translate(_fullwidth_alnum_table())
+        text = _fullwidth_alnum_table().translate(text)
         return _ASCII_IN_CHINESE.sub(lambda m: _ZH_PUNCTUATION[m.group(1)], text)
     raise ValueError(f"unknown punctuation style {style!r}; expected 'ascii' or 'zh'")
 
@@ -413,6 +413,16 @@ def _sentence_key(sentence: str, lowercase: bool, ignore_special_character: bool
     return sentence.lower() if lowercase else sentence
 
 
+def _sentence_keys(pieces: list[str], lowercase: bool, ignore_special_character: bool) -> list[str]:
+    """Return `_sentence_key` of every piece, removing special characters with one call when possible."""
+    joined = "\0".join(pieces)
+    if not ignore_special_character or joined.count("\0") != len(pieces) - 1:
+        return [_sentence_key(piece, lowercase, ignore_special_character) for piece in pieces]
+    # NUL is an ASCII control character, which `remove_special_chars` keeps, so it still separates the keys.
+    keys = remove_special_chars(joined).split("\0")
+    return [key.lower() for key in keys] if lowercase else keys
+
+
 def remove_repeat_sentences(
     text: str, lowercase: bool = False, ignore_special_character: bool = True, min_repeat_sentence_length: int = 2
 ) -> str:
@@ -421,14 +431,20 @@ def remove_repeat_sentences(
     Sentences end at . ! ? 。！？ or a line end. Keys ignore special characters; a sentence whose key
     is shorter than `min_repeat_sentence_length` characters is always kept.
     """
+    line_pieces = [list(filter(None, _SENTENCE_PIECE.findall(line))) for line in text.split("\n")]
+    all_keys = _sentence_keys([piece for pieces in line_pieces for piece in pieces], lowercase, ignore_special_character)
+    long_keys = [key for key in all_keys if len(key) >= min_repeat_sentence_length]
+    if len(set(long_keys)) == len(long_keys):
+        return text  # no sentence repeats
+
+    keys = iter(all_keys)
     seen: set[str] = set()
     new_lines = []
     changed = False
-    for line in text.split("\n"):
+    for line, pieces in zip(text.split("\n"), line_pieces):
         kept = []
-        pieces = [m.group() for m in _SENTENCE_PIECE.finditer(line) if m.group()]
         for piece in pieces:
-            key = _sentence_key(piece, lowercase, ignore_special_character)
+            key = next(keys)
             if len(key) < min_repeat_sentence_length:
                 kept.append(piece)
             elif key in seen:

@@ -51,21 +51,29 @@ def count_special_chars(text: str) -> int:
     return sum(n for char, n in Counter(text).items() if is_special_char(char))
 
 
-class TranslateTable(dict):
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+class TranslateTable:
     """A `str.translate` table with an entry for every code point, filled in as characters occur.
 
     `convert(code)` gives the replacement: a code point, a string, or None to delete the character.
-    The Basic Multilingual Plane is filled up front because `str.translate` is slow on a character
-    with no entry (it raises and catches LookupError inside) and cheap on one with an entry.
+    The Basic Multilingual Plane is filled up front, and other characters when a text has them,
+    because `str.translate` is slow on a character with no entry (it raises and catches LookupError
+    inside) and also on a dict subclass. Scanning every code point up front would cost each worker
+    process about 0.1 s.
     """
 
     def __init__(self, convert: Callable[[int], int | str | None]):
-        super().__init__((code, convert(code)) for code in range(0x10000))
         self.convert = convert
+        self.table = {code: convert(code) for code in range(0x10000)}
 
-    def __missing__(self, code: int) -> int | str | None:
-        value = self[code] = self.convert(code)
-        return value
+    def translate(self, text: str) -> str:
+        if _ASTRAL.search(text):
+            for char in set(_ASTRAL.findall(text)):
+                if ord(char) not in self.table:
+                    self.table[ord(char)] = self.convert(ord(char))
+        return text.translate(self.table)
 
 
 def _deleted_as_special(code: int) -> int | None:
@@ -82,7 +90,7 @@ def special_chars_table() -> TranslateTable:
 
 
 def remove_special_chars(text: str) -> str:
-    return text.translate(special_chars_table())
+    return special_chars_table().translate(text)
 
 
 def strip_special(token: str) -> str:
