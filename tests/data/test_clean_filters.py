@@ -32,6 +32,17 @@ NGRAM_TEXTS = [
 ]  # fmt: skip
 
 
+def test_delete_special_chars_matches_definition():
+    rng = random.Random(0)
+    alphabet = "aZ09,.!？。、「」\x00\x07\t \u3000\u200b\xa0中文𠀀😀👨\u200d🔥€½²ǅⅫ"
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        kept = "".join(char for char in text if not text_module.is_special_char(char))
+        assert text_module.delete_special_chars(text, keep_ascii_controls=False) == kept, repr(text)
+        with_controls = "".join(char for char in text if char in "\x00\x07" or not text_module.is_special_char(char))
+        assert text_module.remove_special_chars(text) == with_controls, repr(text)
+
+
 @pytest.mark.parametrize("n", [1, 2, 10])
 def test_ngram_counts_equal_counter(n, monkeypatch):
     for text in NGRAM_TEXTS:

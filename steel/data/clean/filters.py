@@ -9,11 +9,10 @@ the defaults are Data-Juicer's units, which are wrong for Chinese (see docs/data
 import logging
 import math
 from collections import Counter
-from functools import cache
 
 import numpy as np
 
-from steel.data.clean.text import TextView, TranslateTable, as_view, is_special_char, ngram_counts
+from steel.data.clean.text import TextView, as_view, delete_special_chars, ngram_counts
 
 logger = logging.getLogger(__name__)
 
@@ -118,29 +117,15 @@ def jieba_words_num_bounds(text: "str | TextView") -> tuple[int, int]:
     return view.jieba_words_lower_bound(0), len(view.text) - view.num_special_chars()
 
 
-def _word_letter(code: int) -> int | None:
-    if is_special_char(chr(code)):
-        return None
-    return ord("σ") if code == ord("ς") else code
-
-
-@cache
-def _word_letters_table() -> TranslateTable:
-    """Build a `str.translate` table that deletes every special character and maps ς to σ.
-
-    Unlike `remove_special_chars`, it also deletes the ASCII control characters.
-    """
-    return TranslateTable(_word_letter)
-
-
 def repeated_char_ngram_positions(text: str, rep_len: int) -> int:
     """Count the positions of `rep_len`-character strings that occur more than once in the lowercased
     text without special characters.
 
     Equal words give equal strings here: jieba's words are lowercased one by one, where the whole
-    text's `lower()` may turn Σ into ς instead, and so ς counts as σ.
+    text's `lower()` may turn Σ into ς instead, and so ς counts as σ. Unlike `remove_special_chars`,
+    this also deletes the ASCII control characters, which are special characters too.
     """
-    letters = _word_letters_table().translate(text.lower())
+    letters = delete_special_chars(text.lower(), keep_ascii_controls=False).replace("ς", "σ")
     counts = ngram_counts(letters, rep_len)
     return int(counts[counts > 1].sum())
 

@@ -22,7 +22,6 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
 from functools import cache
 
 import numpy as np
@@ -38,8 +37,7 @@ _SPECIAL_CATEGORIES = ("P", "S", "Z")
 _SPECIAL_EXACT_CATEGORIES = ("Cc", "Cf")
 
 
-@cache
-def is_special_char(char: str) -> bool:
+def is_special_char_uncached(char: str) -> bool:
     """Return whether `char` is punctuation, a symbol (emoji included), whitespace, a digit or a control."""
     if char in _ASCII_SPECIAL:
         return True
@@ -47,50 +45,56 @@ def is_special_char(char: str) -> bool:
     return category[0] in _SPECIAL_CATEGORIES or category in _SPECIAL_EXACT_CATEGORIES
 
 
+# Cached for the characters documents contain; building a table of all characters uses the uncached one.
+is_special_char = cache(is_special_char_uncached)
+
+
 def count_special_chars(text: str) -> int:
     return sum(n for char, n in Counter(text).items() if is_special_char(char))
 
 
-_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+_ASTRAL_RUNS = re.compile("[\U00010000-\U0010ffff]+")
 
 
-class TranslateTable:
-    """A `str.translate` table with an entry for every code point, filled in as characters occur.
-
-    `convert(code)` gives the replacement: a code point, a string, or None to delete the character.
-    The Basic Multilingual Plane is filled up front, and other characters when a text has them,
-    because `str.translate` is slow on a character with no entry (it raises and catches LookupError
-    inside) and also on a dict subclass. Scanning every code point up front would cost each worker
-    process about 0.1 s.
-    """
-
-    def __init__(self, convert: Callable[[int], int | str | None]):
-        self.convert = convert
-        self.table = {code: convert(code) for code in range(0x10000)}
-
-    def translate(self, text: str) -> str:
-        if _ASTRAL.search(text):
-            for char in set(_ASTRAL.findall(text)):
-                if ord(char) not in self.table:
-                    self.table[ord(char)] = self.convert(ord(char))
-        return text.translate(self.table)
-
-
-def _deleted_as_special(code: int) -> int | None:
-    if code < 0x80:
-        return None if chr(code) in _ASCII_SPECIAL else code  # ASCII control characters are kept
-    category = unicodedata.category(chr(code))
-    return None if category[0] in _SPECIAL_CATEGORIES or category in _SPECIAL_EXACT_CATEGORIES else code
+def _range_class(codes: list[int]) -> str:
+    """Write code points as the ranges of a regular-expression character class."""
+    ranges: list[list[int]] = []
+    for code in codes:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(f"\\U{first:08x}-\\U{last:08x}" for first, last in ranges)
 
 
 @cache
-def special_chars_table() -> TranslateTable:
-    """Build a `str.translate` table that deletes every special character except the ASCII controls."""
-    return TranslateTable(_deleted_as_special)
+def _special_runs_pattern(keep_ascii_controls: bool) -> re.Pattern:
+    """Match runs of special characters of the Basic Multilingual Plane.
+
+    Python's `re` compiles a class of such characters into a bitmap, which makes deleting them
+    faster than `str.translate`. A class with characters beyond it would be searched range by range.
+    """
+    codes = [code for code in range(0x10000) if is_special_char_uncached(chr(code))]
+    if keep_ascii_controls:
+        codes = [code for code in codes if code >= 0x80 or chr(code) in _ASCII_SPECIAL]
+    return re.compile(f"[{_range_class(codes)}]+")
+
+
+def _without_special(match: re.Match) -> str:
+    return "".join(char for char in match.group() if not is_special_char(char))
+
+
+def delete_special_chars(text: str, keep_ascii_controls: bool) -> str:
+    """Delete every special character (`is_special_char`), keeping the ASCII controls if asked."""
+    text = _special_runs_pattern(keep_ascii_controls).sub("", text)
+    if _ASTRAL_RUNS.search(text):
+        text = _ASTRAL_RUNS.sub(_without_special, text)
+    return text
 
 
 def remove_special_chars(text: str) -> str:
-    return special_chars_table().translate(text)
+    """Delete every special character except the ASCII control characters."""
+    return delete_special_chars(text, keep_ascii_controls=True)
 
 
 def strip_special(token: str) -> str:
