@@ -394,7 +394,8 @@ def punctuation_normalization(text: str, style: str = "ascii") -> str:
     become their full-width forms; Chinese punctuation is kept.
     """
     if style == "ascii":
-        # Translating only the runs of punctuation is faster than the whole text, mostly Chinese characters.
+        # Translating only the runs of punctuation is faster than translating the whole text, which is
+        # mostly Chinese characters.
         return _ASCII_PUNCTUATION_RUNS.sub(_to_ascii_punctuation, text)
     if style == "zh":
         if text.isascii():

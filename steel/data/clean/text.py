@@ -45,7 +45,8 @@ def is_special_char_uncached(char: str) -> bool:
     return category[0] in _SPECIAL_CATEGORIES or category in _SPECIAL_EXACT_CATEGORIES
 
 
-# Cached for the characters documents contain; building a table of all characters uses the uncached one.
+# Cached for the characters documents contain. Scanning every BMP character uses the uncached one,
+# which keeps the cache small.
 is_special_char = cache(is_special_char_uncached)
 
 
