@@ -113,6 +113,21 @@ def test_convert_rejects_existing_output(tmp_path):
         main(argv)
 
 
+@pytest.mark.parametrize("output_name", ["existing", "existing/sub"])
+def test_convert_rejects_file_as_output(tmp_path, output_name):
+    (tmp_path / "existing").write_text("not a directory\n", encoding="utf-8")
+    output = tmp_path / output_name
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "data", "convert", "--source", "skypile", str(FIXTURES / "skypile.jsonl"),
+         "--output", str(output)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert str(output) in result.stderr
+    assert (tmp_path / "existing").read_text(encoding="utf-8") == "not a directory\n"
+
+
 def test_convert_reports_no_records(tmp_path):
     output = tmp_path / "out"
     assert main(["data", "convert", "--source", "firefly", str(FIXTURES / "skypile.jsonl"), "--output", str(output)]) == 1

@@ -154,8 +154,8 @@ def _skip_undetectable(inputs: list[Path]) -> tuple[list[Path], list[SkippedFile
 def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = True) -> dict[str, Any]:
     """Convert `inputs` (or the adapter's embedded files when empty) and write `summary.json`.
 
-    Returns the summary. Raises ValueError for an unknown source, missing inputs or an output
-    directory that already contains a conversion. Without `options.encoding`, text files whose
+    Returns the summary. Raises ValueError for an unknown source, missing inputs, or an output
+    path that is a file, cannot be created or already contains a conversion. Without `options.encoding`, text files whose
     encoding is not detected are skipped and listed in the summary's `skipped_files`.
     """
     adapter = get_adapter(config.source)
@@ -165,13 +165,15 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
     missing = [str(path) for path in inputs if not path.is_file()]
     if missing:
         raise ValueError(f"input file not found: {', '.join(missing)}")
-    if (config.output_dir / SUMMARY_NAME).exists():
-        raise ValueError(f"{config.output_dir} already contains a conversion ({SUMMARY_NAME}); choose another --output directory")
+    _check_output_dir(config.output_dir)
     readable, skipped = (inputs, []) if config.options.encoding else _skip_undetectable(inputs)
 
     units = adapter.work_units(readable) if readable else []
     num_workers = max(min(config.num_workers or os.cpu_count() or 1, len(units)), 1)
-    config.output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create the output directory {config.output_dir}: {error.strerror}; give another --output") from None
     logger.info("converting %d input file(s) of %s with %d process(es)", len(readable), config.source, num_workers)
 
     start = time.perf_counter()
@@ -179,6 +181,14 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
     summary = _summarize(config, inputs, skipped, results, time.perf_counter() - start)
     write_json(config.output_dir / SUMMARY_NAME, summary)
     return summary
+
+
+def _check_output_dir(output_dir: Path) -> None:
+    """Raise ValueError when `output_dir` is a file or already contains a conversion."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"the output path {output_dir} is a file, not a directory; give a new --output directory")
+    if (output_dir / SUMMARY_NAME).exists():
+        raise ValueError(f"{output_dir} already contains a conversion ({SUMMARY_NAME}); choose another --output directory")
 
 
 def _run_units(config: ConvertConfig, units: list[tuple[Path, ...]], num_workers: int, progress: bool) -> list[dict]:
