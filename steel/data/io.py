@@ -298,7 +298,7 @@ def _parse_json_line(path, line_no: int, line: str, is_last: bool, on_bad) -> It
         record = json.loads(line)
     except json.JSONDecodeError as error:
         reason = "truncated last line" if is_last else "malformed JSON"
-        on_bad(BadRecord(str(path), line_no, reason, f"{error.msg} at column {error.colno}"))
+        on_bad(BadRecord(str(path), line_no, reason, f"{error.msg}: column {error.colno}"))
         return
     if not isinstance(record, dict):
         on_bad(BadRecord(str(path), line_no, "not a JSON object", f"got {type(record).__name__}"))

@@ -102,6 +102,14 @@ def test_malformed_and_truncated_lines(tmp_path):
     assert log.examples["truncated last line"][0].startswith(f"{path}:7:")
 
 
+def test_malformed_json_detail_wording(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "一"}\n{"text": "二\n{"text": "三"}\n', encoding="utf-8")
+    records, log = _read(path)
+    assert [n for n, _ in records] == [1, 3]
+    assert log.examples["malformed JSON"] == [f"{path}:2: malformed JSON: Unterminated string starting at: column 10"]
+
+
 def test_blank_last_line_is_not_bad(tmp_path):
     path = tmp_path / "blank.jsonl"
     path.write_bytes(_jsonl_bytes(RECORDS) + b"\n  \n")
