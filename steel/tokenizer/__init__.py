@@ -25,6 +25,10 @@ class SteelTokenizer(abc.ABC):
 
     Special-token text inside an input string is ordinary text unless `allow_special=True`:
     special ids only ever come from the caller, never from data.
+
+    Text with a lone surrogate (see `find_lone_surrogate`) has no UTF-8 form: a Hugging Face
+    tokenizer raises ValueError for it, and the Qwen tokenizer encodes it as U+FFFD, as tiktoken
+    does. Callers that take text from users check it first.
     """
 
     name: str
@@ -72,6 +76,20 @@ class SteelTokenizer(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size})"
 
 
+def find_lone_surrogate(text: str) -> int | None:
+    """Return the index of the first lone surrogate in `text`, or None when UTF-8 can encode it all.
+
+    Python decodes bytes that are not valid in the input's encoding to the lone surrogates
+    U+DC80..U+DCFF (the surrogateescape error handler, used for command-line arguments and
+    often for standard input). JSON's "\\udcff" escape gives one too.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
+
+
 def load_tokenizer(spec: str | Path) -> SteelTokenizer:
     """Build a tokenizer from `"qwen"` or a Hugging Face tokenizer directory."""
     if str(spec) == "qwen":
@@ -87,4 +105,4 @@ def load_tokenizer(spec: str | Path) -> SteelTokenizer:
     raise ValueError(f"unknown tokenizer {str(spec)!r}: use 'qwen' or a Hugging Face tokenizer directory")
 
 
-__all__ = ["ENDOFTEXT", "IM_END", "IM_START", "SPECIAL_TOKENS", "SteelTokenizer", "load_tokenizer"]
+__all__ = ["ENDOFTEXT", "IM_END", "IM_START", "SPECIAL_TOKENS", "SteelTokenizer", "find_lone_surrogate", "load_tokenizer"]

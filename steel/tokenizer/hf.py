@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from steel.resources import sha256_file
-from steel.tokenizer import ENDOFTEXT, IM_END, SPECIAL_TOKENS, SteelTokenizer
+from steel.tokenizer import ENDOFTEXT, IM_END, SPECIAL_TOKENS, SteelTokenizer, find_lone_surrogate
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,19 @@ def directory_sha256(directory: Path) -> str:
         if path.is_file():
             digest.update(name.encode() + b"\0" + sha256_file(path).encode() + b"\0")
     return digest.hexdigest()
+
+
+def _check_encodable(texts: list) -> None:
+    # The tokenizers backend rejects a lone surrogate with "TypeError: TextInputSequence must be
+    # str", which names neither the text nor the cause.
+    for index, text in enumerate(texts):
+        position = find_lone_surrogate(text) if isinstance(text, str) else None
+        if position is not None:
+            where = f"text {index}, " if len(texts) > 1 else ""
+            raise ValueError(
+                f"cannot encode {where}character {position} ({ascii(text[position])}): a lone surrogate is not "
+                "valid Unicode text; it usually comes from input bytes that are not valid UTF-8"
+            )
 
 
 class HFTokenizer(SteelTokenizer):
@@ -148,12 +161,23 @@ class HFTokenizer(SteelTokenizer):
     # NOTE: encode_special_tokens is a setting of the shared backend, so threads that call encode
     # with different allow_special values at the same time can see each other's setting.
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        """Encode `text`; raise ValueError when it contains a lone surrogate, which has no UTF-8 form."""
         self._backend.encode_special_tokens = not allow_special
-        return self._backend.encode(text, add_special_tokens=False).ids
+        try:
+            return self._backend.encode(text, add_special_tokens=False).ids
+        except TypeError:
+            _check_encodable([text])
+            raise
 
     def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
         self._backend.encode_special_tokens = not allow_special
-        return [encoding.ids for encoding in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+        texts = list(texts)
+        try:
+            encodings = self._backend.encode_batch(texts, add_special_tokens=False)
+        except TypeError:
+            _check_encodable(texts)
+            raise
+        return [encoding.ids for encoding in encodings]
 
     def decode(self, ids: list[int]) -> str:
         return self._backend.decode([int(i) for i in ids], skip_special_tokens=False)

@@ -160,3 +160,22 @@ def test_train_reaching_vocab_does_not_warn(tmp_path, caplog):
 
     assert load_tokenizer(tmp_path / "t").vocab_size == 270
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
+def test_lone_surrogate_raises_value_error(trained_dir):
+    tokenizer = load_tokenizer(trained_dir)
+    # Python decodes the GBK bytes of 你好 as UTF-8 with surrogateescape to these characters.
+    text = b"\xc4\xe3\xba\xc3".decode("utf-8", "surrogateescape")
+    with pytest.raises(ValueError, match=r"character 0 \('\\udcc4'\).*not valid UTF-8"):
+        tokenizer.encode(text)
+    with pytest.raises(ValueError, match=r"text 1, character 2"):
+        tokenizer.encode_batch(["ok", "ab\udcff"])
+
+
+def test_find_lone_surrogate_positions():
+    from steel.tokenizer import find_lone_surrogate
+
+    assert find_lone_surrogate("你好 hello") is None
+    assert find_lone_surrogate("") is None
+    assert find_lone_surrogate("ab\udcffc") == 2
+    assert find_lone_surrogate("\ud83d") == 0
