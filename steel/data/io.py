@@ -35,6 +35,15 @@ MAX_EXAMPLES_PER_REASON = 5
 MAX_INVALID_BYTES = 4
 MAX_INVALID_FRACTION = 0.01
 
+# Fixes for a file whose encoding was not detected, where NAME is the file's real encoding. A reader
+# raises with ICONV_REMEDY unless its caller passes its own `remedy`.
+ICONV_REMEDY = "convert the file to UTF-8 first, e.g. `iconv -f NAME -t UTF-8 FILE > NEW_FILE`"
+CONVERT_REMEDY = (
+    "convert the file to UTF-8 first, with `steel data convert --source jsonl --encoding NAME FILE --output DIR` "
+    "(its records keep the text under `text`) or `iconv -f NAME -t UTF-8 FILE > NEW_FILE`"
+)
+ENCODING_OPTION_REMEDY = "pass --encoding NAME"
+
 
 @dataclass(frozen=True)
 class BadRecord:
@@ -100,15 +109,14 @@ class SkippedFile:
 class UndetectableEncodingError(ValueError):
     """A text file that is neither UTF-8 (with or without BOM) nor GBK/GB18030.
 
-    `remedy` is set when naming the encoding cannot help (UTF-16), else None and the caller says
-    how to give the encoding in its own command.
+    `remedy` is what the user can do, in the terms of the command that read the file.
     """
 
-    def __init__(self, path: str | Path, reason: str, remedy: str | None = None):
+    def __init__(self, path: str | Path, reason: str, remedy: str = ICONV_REMEDY):
         self.path = str(path)
         self.reason = reason
         self.remedy = remedy
-        super().__init__(f"{path}: {reason}; {remedy or 'pass the encoding explicitly (--encoding NAME)'}.")
+        super().__init__(f"{path}: {reason}; {remedy}.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,26 +144,38 @@ def data_suffix(path: str | Path) -> str:
 def undetectable_encodings(paths: list[str | Path], remedy: str) -> list[SkippedFile]:
     """Return the text files whose encoding is neither UTF-8 nor GBK/GB18030 (Parquet is not checked).
 
-    `remedy` is the calling command's way to name the encoding, e.g. "pass --encoding NAME". It
-    ends each reason, except for a file that needs another fix (UTF-16).
+    `remedy` is the calling command's fix, e.g. ENCODING_OPTION_REMEDY. It ends each reason, except
+    for a file that needs another fix (UTF-16).
     """
+    return detect_encodings(paths, remedy)[1]
+
+
+def detect_encodings(paths: list[str | Path], remedy: str) -> tuple[dict[str, str | None], list[SkippedFile]]:
+    """Detect the encoding of each input file, as `detect_encoding` does.
+
+    Returns the codec name of every readable file by path (None for Parquet, which has no text
+    encoding) and a `SkippedFile` for every text file whose encoding was not detected, whose reason
+    ends with `remedy` (or with the UTF-16 fix).
+    """
+    encodings: dict[str, str | None] = {}
     skipped = []
     for path in paths:
         if data_suffix(path) == ".parquet":
+            encodings[str(path)] = None
             continue
         try:
-            detect_encoding(path)
+            encodings[str(path)] = detect_encoding(path, remedy=remedy)
         except UndetectableEncodingError as error:
-            skipped.append(SkippedFile(str(path), f"{error.reason}; {error.remedy or remedy}"))
-    return skipped
+            skipped.append(SkippedFile(str(path), f"{error.reason}; {error.remedy}"))
+    return encodings, skipped
 
 
-def detect_encoding(path: str | Path) -> str:
+def detect_encoding(path: str | Path, remedy: str = ICONV_REMEDY) -> str:
     """Detect UTF-8 (with or without BOM) or GB18030 (a superset of GBK) from the start of a file.
 
     Returns a Python codec name. Raises UndetectableEncodingError (a ValueError) for a UTF-16 byte
     order mark, or when the first 64 KiB has more than 4 invalid sequences and more than 1% invalid
-    bytes in both codecs.
+    bytes in both codecs. `remedy` ends the error message: the calling command's fix.
     """
     with open_binary(path) as f:
         head = f.read(ENCODING_SNIFF_BYTES)
@@ -181,7 +201,7 @@ def detect_encoding(path: str | Path) -> str:
             f"the encoding was not detected: the first {len(head)} bytes are neither UTF-8 (with or without BOM) "
             f"nor GBK/GB18030 ({errors_by_encoding[encoding]} invalid sequences as {encoding})"
         )
-        raise UndetectableEncodingError(path, reason)
+        raise UndetectableEncodingError(path, reason, remedy)
     return encoding
 
 
@@ -189,15 +209,17 @@ def iter_lines(
     path: str | Path,
     encoding: str | None = None,
     on_bad: Callable[[BadRecord], None] | None = None,
+    remedy: str = ICONV_REMEDY,
 ) -> Iterator[tuple[int, str]]:
     """Yield `(line_no, line)` for every line, without its line end (`\\n` or `\\r\\n`).
 
     Lines are split on bytes before decoding, which is safe for UTF-8 and GB18030 because neither
     uses the byte 0x0A inside a multi-byte character. A line with invalid bytes is reported to
     `on_bad` and skipped, and the rest of the file is still read. Blank lines are yielded too.
+    Without `encoding`, an undetected one raises UndetectableEncodingError ending in `remedy`.
     """
     on_bad = on_bad or _log_bad
-    encoding = check_line_encoding(encoding) if encoding else detect_encoding(path)
+    encoding = check_line_encoding(encoding) if encoding else detect_encoding(path, remedy)
     with open_binary(path) as f:
         for line_no, raw in enumerate(_iter_byte_lines(f), start=1):
             try:
@@ -245,24 +267,27 @@ def iter_records(
     encoding: str | None = None,
     on_bad: Callable[[BadRecord], None] | None = None,
     columns: list[str] | None = None,
+    remedy: str = ICONV_REMEDY,
 ) -> Iterator[tuple[int, dict]]:
     """Yield `(line_no, record)` for every JSON object in a JSONL, JSON-array or Parquet file.
 
     The format is chosen by content, not by name, for JSON: a file whose first non-blank character
     is `[` is read as one JSON array, anything else as JSON Lines (several corpora publish JSONL
     under a `.json` name). Parquet is chosen by the `.parquet` suffix; `columns` limits what is read
-    there. Bad records go to `on_bad` (default: a logged warning) and reading continues.
+    there. Bad records go to `on_bad` (default: a logged warning) and reading continues. Without
+    `encoding`, an undetected one raises UndetectableEncodingError ending in `remedy`, the calling
+    command's fix (e.g. ENCODING_OPTION_REMEDY where it has that option).
     """
     on_bad = on_bad or _log_bad
     if data_suffix(path) == ".parquet":
         yield from iter_parquet(path, columns=columns)
         return
 
-    encoding = check_line_encoding(encoding) if encoding else detect_encoding(path)
+    encoding = check_line_encoding(encoding) if encoding else detect_encoding(path, remedy)
     if _first_non_blank_char(path, encoding) == "[":
-        yield from iter_json_array(path, encoding=encoding, on_bad=on_bad)
+        yield from iter_json_array(path, encoding=encoding, on_bad=on_bad, remedy=remedy)
     else:
-        yield from iter_jsonl(path, encoding=encoding, on_bad=on_bad)
+        yield from iter_jsonl(path, encoding=encoding, on_bad=on_bad, remedy=remedy)
 
 
 def _first_non_blank_char(path: str | Path, encoding: str) -> str:
@@ -279,13 +304,14 @@ def iter_jsonl(
     path: str | Path,
     encoding: str | None = None,
     on_bad: Callable[[BadRecord], None] | None = None,
+    remedy: str = ICONV_REMEDY,
 ) -> Iterator[tuple[int, dict]]:
     """Yield `(line_no, record)` for every JSON object line; blank lines are skipped."""
     on_bad = on_bad or _log_bad
     pending: tuple[int, str] | None = None
 
     # One line of look-ahead shows whether a malformed line is the last one (a truncated write).
-    for line_no, line in iter_lines(path, encoding=encoding, on_bad=on_bad):
+    for line_no, line in iter_lines(path, encoding=encoding, on_bad=on_bad, remedy=remedy):
         if pending is not None:
             yield from _parse_json_line(path, *pending, is_last=False, on_bad=on_bad)
         pending = (line_no, line) if line.strip() else None
@@ -310,6 +336,7 @@ def iter_json_array(
     path: str | Path,
     encoding: str | None = None,
     on_bad: Callable[[BadRecord], None] | None = None,
+    remedy: str = ICONV_REMEDY,
 ) -> Iterator[tuple[int, dict]]:
     """Yield `(line_no, element)` for each object of a top-level JSON array, streaming.
 
@@ -319,7 +346,7 @@ def iter_json_array(
     array ends the file, reported as a truncated array.
     """
     on_bad = on_bad or _log_bad
-    encoding = check_line_encoding(encoding) if encoding else detect_encoding(path)
+    encoding = check_line_encoding(encoding) if encoding else detect_encoding(path, remedy)
     with open_binary(path) as f:
         yield from _JsonArrayReader(f, str(path), encoding, on_bad)
 

@@ -160,7 +160,7 @@ def source_name(path: Path) -> str:
 
 def iter_documents(config: TokenizeConfig, files: list[Path], skips: SkipLog) -> Iterator[Document]:
     """Yield every usable document of every file in order; everything else goes to `skips`."""
-    from steel.data.io import iter_records
+    from steel.data.io import ENCODING_OPTION_REMEDY, iter_records
 
     for file_index, path in enumerate(files):
         default_source = source_name(path)
@@ -170,7 +170,7 @@ def iter_documents(config: TokenizeConfig, files: list[Path], skips: SkipLog) ->
             skips.add(bad.reason, f"{path}:{bad.line_no}", bad.detail)
 
         try:
-            records = iter_records(path, encoding=config.encoding, on_bad=on_bad)
+            records = iter_records(path, encoding=config.encoding, on_bad=on_bad, remedy=ENCODING_OPTION_REMEDY)
             for line_no, record in records:
                 num_records += 1
                 document = _record_to_document(config, path, file_index, line_no, record, default_source, skips)

@@ -217,11 +217,12 @@ def _read_documents(path: Path, text_field: str) -> tuple[list[str], list[str]]:
     Unreadable records and records without a string `text_field` are returned as problems that name
     the file and line; the other documents are still read.
     """
-    from steel.data.io import iter_records
+    from steel.data.io import CONVERT_REMEDY, iter_records
 
     documents, problems = [], []
     try:
-        for line_number, record in iter_records(path, on_bad=lambda bad: problems.append(str(bad))):
+        records = iter_records(path, on_bad=lambda bad: problems.append(str(bad)), remedy=CONVERT_REMEDY)
+        for line_number, record in records:
             text = record.get(text_field) if isinstance(record, dict) else None
             if not isinstance(text, str):
                 problems.append(f"{path}:{line_number}: no string field {text_field!r}")

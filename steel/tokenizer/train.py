@@ -40,12 +40,12 @@ class TrainConfig:
 
 def iter_texts(inputs: list[Path], text_field: str, max_docs: int | None = None) -> Iterator[str]:
     """Yield the non-empty `text_field` strings of JSONL/JSON/Parquet files; other records are skipped."""
-    from steel.data.io import BadRecordLog, iter_records
+    from steel.data.io import CONVERT_REMEDY, BadRecordLog, iter_records
 
     bad = BadRecordLog()
     num_docs = 0
     for path in inputs:
-        for _, record in iter_records(path, on_bad=bad):
+        for _, record in iter_records(path, on_bad=bad, remedy=CONVERT_REMEDY):
             text = record.get(text_field)
             if not isinstance(text, str) or not text.strip():
                 bad.counts[f"missing or empty field {text_field!r}"] += 1

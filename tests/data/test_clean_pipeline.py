@@ -210,7 +210,7 @@ def test_undetectable_input_skipped_and_counted(tmp_path, capsys):
     assert stats["skipped_files"][0]["path"] == str(bad)
     reason = stats["skipped_files"][0]["reason"]
     assert "neither UTF-8 (with or without BOM) nor GBK/GB18030" in reason
-    assert "convert it first with `steel data convert --source jsonl --encoding NAME" in reason
+    assert "convert the file to UTF-8 first, with `steel data convert --source jsonl --encoding NAME" in reason
 
     manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
     assert [entry["path"] for entry in manifest["inputs"]] == [str(good.resolve())]

@@ -5,7 +5,10 @@ import pytest
 import zstandard
 
 from steel.data.io import (
+    CONVERT_REMEDY,
+    ICONV_REMEDY,
     BadRecordLog,
+    UndetectableEncodingError,
     detect_encoding,
     iter_json_array,
     iter_lines,
@@ -58,7 +61,7 @@ def test_detect_encoding_names(tmp_path):
 def test_detect_encoding_rejects_binary(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_bytes(b"\xff\xff\xff\xff\x80\x80")
-    with pytest.raises(ValueError, match="--encoding"):
+    with pytest.raises(ValueError, match="neither UTF-8 .* nor GBK/GB18030"):
         detect_encoding(path)
 
 
@@ -216,3 +219,54 @@ def test_json_array_reports_extra_data(tmp_path):
     assert [r["text"] for _, r in records] == ["一"]
     assert log.counts == {"extra data after the JSON array": 1}
     assert log.examples["extra data after the JSON array"][0].startswith(f"{path}:2:")
+
+
+UNDETECTABLE_BYTES = b'{"text": "\x80\x80 \x80\x80 \x80 \x80 \x80 \xff \xff"}\n'
+
+
+def test_undetected_encoding_remedy_default(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(UNDETECTABLE_BYTES)
+    with pytest.raises(UndetectableEncodingError) as caught:
+        list(iter_records(path))
+    assert str(caught.value).endswith(f"; {ICONV_REMEDY}.")
+    assert "--encoding" not in str(caught.value)
+
+    with pytest.raises(UndetectableEncodingError) as caught:
+        list(iter_lines(path, remedy="pass --encoding NAME"))
+    assert str(caught.value).endswith("; pass --encoding NAME.")
+
+
+def _read_for_tokenizer_train(path):
+    from steel.tokenizer.train import iter_texts
+
+    list(iter_texts([path], "text"))
+
+
+def _read_for_eval_perplexity(path):
+    from steel.eval.cli import _read_documents
+
+    _read_documents(path, "text")
+
+
+def _read_for_sft(path):
+    from steel.train.sft_data import IdentityConfig, SFTSourceConfig, iter_conversations
+
+    list(iter_conversations(SFTSourceConfig(path=str(path)), IdentityConfig(), {}))
+
+
+@pytest.mark.parametrize(
+    "read, remedy",
+    [(_read_for_tokenizer_train, CONVERT_REMEDY), (_read_for_eval_perplexity, CONVERT_REMEDY), (_read_for_sft, ICONV_REMEDY)],
+)
+def test_undetected_encoding_remedy_per_command(tmp_path, read, remedy):
+    # None of these commands has an --encoding option, so none may tell the user to pass one.
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(UNDETECTABLE_BYTES)
+    with pytest.raises((ValueError, SystemExit)) as caught:
+        read(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert remedy in message
+    assert "--encoding NAME)" not in message
+    assert "pass --encoding" not in message

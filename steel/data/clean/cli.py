@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = "zh-web"
-CONVERT_REMEDY = "convert it first with `steel data convert --source jsonl --encoding NAME FILE --output DIR`"
 
 
 def clean_parser(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +71,7 @@ def split_readable(paths: list[Path]) -> tuple[list[Path], list["SkippedFile"]]:
     and counted; `steel data convert --encoding NAME` turns it into UTF-8 JSONL. Raises SystemExit
     when no input is readable.
     """
-    from steel.data.io import undetectable_encodings
+    from steel.data.io import CONVERT_REMEDY, undetectable_encodings
 
     skipped = undetectable_encodings(paths, remedy=CONVERT_REMEDY)
     for skipped_file in skipped:

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from steel.data.io import SkippedFile, open_output, undetectable_encodings, write_json
+from steel.data.io import ENCODING_OPTION_REMEDY, SkippedFile, open_output, undetectable_encodings, write_json
 from steel.data.langid import detect_language
 from steel.data.sources.base import ConversionLog, ReadOptions, get_adapter
 
@@ -144,7 +144,7 @@ def _skip_undetectable(inputs: list[Path]) -> tuple[list[Path], list[SkippedFile
 
     The check runs before any output is written, so a skipped file leaves no partial shard.
     """
-    skipped = undetectable_encodings(inputs, remedy="pass --encoding NAME")
+    skipped = undetectable_encodings(inputs, remedy=ENCODING_OPTION_REMEDY)
     for skipped_file in skipped:
         logger.warning("skipped input %s", skipped_file)
     skipped_paths = {skipped_file.path for skipped_file in skipped}
