@@ -56,6 +56,24 @@ def test_chinese_convert_phrases_without_trigger_characters(mode):
         assert M.chinese_convert(text, mode) == converter.convert(text), phrase
 
 
+def test_chinese_convert_characters_outside_bmp():
+    triggers = M._conversion_triggers("t2s")
+    converter = opencc.OpenCC("t2s")
+    outside = sorted(char for char in triggers.chars if ord(char) > 0xFFFF)[:20]
+    assert outside
+    for char in outside:
+        assert M.chinese_convert(f"简体{char}。") == converter.convert(f"简体{char}。"), char
+    assert M.chinese_convert("简体𠀀😀。") == "简体𠀀😀。"
+
+
+def test_clean_ip_hint_agrees_with_full_pattern():
+    rng = random.Random(0)
+    pieces = ["0", "1", "25", "255", "256", "1.2", ".", ":", "::", "fe80", "a", " ", "٣", "版本"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 20)))
+        assert M.clean_ip(text) == M._IP.sub("", text), repr(text)
+
+
 # --- e-mail, links, IP ---------------------------------------------------------------------------
 
 

@@ -17,11 +17,6 @@ from steel.data.clean.text import TextView, as_view, delete_special_chars, ngram
 logger = logging.getLogger(__name__)
 
 
-def _count_alnum(view: TextView) -> int:
-    counts = view.char_counts()
-    return sum(map(counts.__getitem__, filter(str.isalnum, counts)))
-
-
 def alphanumeric_ratio(text: "str | TextView", tokenization: bool = False) -> float:
     """Letters and digits (`str.isalnum`, so CJK ideographs count) per character, or per Qwen token.
 
@@ -31,7 +26,7 @@ def alphanumeric_ratio(text: "str | TextView", tokenization: bool = False) -> fl
     view = as_view(text)
     if not view.text:
         return 0.0
-    num_alnum = _count_alnum(view)
+    num_alnum = view.num_alnum_chars()
     if tokenization:
         from steel.data.clean.code import count_tokens
 

@@ -33,6 +33,18 @@ class _ConversionTriggers:
     chars: frozenset[str]  # characters that convert to something else
     phrases: re.Pattern | None  # phrases that convert as a whole and contain none of `chars`
     any_trigger: frozenset[str]  # `chars` plus one character of each phrase in `phrases`
+    # The characters of `any_trigger` in the Basic Multilingual Plane, as a class that `re` compiles
+    # into a bitmap: searching with it is faster than `frozenset.isdisjoint`.
+    any_trigger_in_bmp: re.Pattern
+
+    def absent_from(self, text: str) -> bool:
+        """Return whether `text` contains no character of `any_trigger`."""
+        if self.any_trigger_in_bmp.search(text):
+            return False
+        return not _OUTSIDE_BMP.search(text) or self.any_trigger.isdisjoint(text)
+
+
+_OUTSIDE_BMP = re.compile("[\U00010000-\U0010ffff]")
 
 
 @cache
@@ -64,7 +76,9 @@ def _conversion_triggers(mode: str) -> _ConversionTriggers | None:
             phrases.append(key)
 
     pattern = re.compile("|".join(map(re.escape, sorted(phrases, key=len, reverse=True)))) if phrases else None
-    return _ConversionTriggers(frozenset(chars), pattern, frozenset(chars) | _covering_chars(phrases, converted))
+    any_trigger = frozenset(chars) | _covering_chars(phrases, converted)
+    in_bmp = re.compile("[" + "".join(re.escape(char) for char in sorted(any_trigger) if ord(char) < 0x10000) + "]")
+    return _ConversionTriggers(frozenset(chars), pattern, any_trigger, in_bmp)
 
 
 def _covering_chars(phrases: list[str], converted: Counter) -> frozenset[str]:
@@ -87,7 +101,7 @@ def _covering_chars(phrases: list[str], converted: Counter) -> frozenset[str]:
 def chinese_convert(text: str, mode: str = "t2s") -> str:
     """Convert between traditional and simplified Chinese with OpenCC's tables (`t2s`, `s2t`, ...)."""
     triggers = _conversion_triggers(mode)
-    if triggers is not None and triggers.any_trigger.isdisjoint(text):
+    if triggers is not None and triggers.absent_from(text):
         return text
     if triggers is not None and triggers.chars.isdisjoint(text) and (triggers.phrases is None or not triggers.phrases.search(text)):
         return text
@@ -132,10 +146,14 @@ _IPV6 = (
 _IP = re.compile(f"{_IPV4}|{_IPV6}")
 
 
+# Every IPv4 address contains this, and every IPv6 address `::` or seven colons.
+_IPV4_HINT = re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")
+
+
 def clean_ip(text: str, repl: str = "", pattern: str | None = None) -> str:
     if pattern is not None:
         return re.sub(pattern, repl, text)
-    if "." not in text and "::" not in text and text.count(":") < 7:
+    if "::" not in text and text.count(":") < 7 and not _IPV4_HINT.search(text):
         return text
     return _IP.sub(repl, text)
 
@@ -235,12 +253,12 @@ def expand_macro(text: str) -> str:
 # Characters no ftfy fixer changes (with NFC): printable ASCII except `&` (HTML entities), CJK
 # ideographs (the compatibility blocks excluded, because NFC rewrites them), kana without the
 # combining marks, CJK punctuation, ℃ and circled numbers (in none of the legacy encodings ftfy
-# reverses), and … — – · (never a UTF-8 lead byte in windows-125x or Latin-1, and never a
-# continuation byte in Mac Roman). Any mojibake of UTF-8 therefore contains a character outside
+# reverses), and … — – · and the no-break space (never a UTF-8 lead byte in windows-125x or
+# Latin-1, and never a continuation byte in Mac Roman). Any mojibake of UTF-8 therefore contains a character outside
 # this set: a lead byte read as a Latin, Greek, Cyrillic or box-drawing character, or a Mac Roman
 # continuation byte.
 _SAFE_BASE = (
-    "\t\n\x20-\x25\x27-\x7e\u2013\u2014\u2026\u00b7\u2103\u2460-\u2473"
+    "\t\n\x20-\x25\x27-\x7e\u00a0\u2013\u2014\u2026\u00b7\u2103\u2460-\u2473"
     "\u3001-\u303f\u3041-\u3098\u309b-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
     "\U00020000-\U0002ebef\U00030000-\U000323af"
 )

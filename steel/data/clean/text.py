@@ -54,6 +54,7 @@ def count_special_chars(text: str) -> int:
     return sum(n for char, n in Counter(text).items() if is_special_char(char))
 
 
+_ALNUM_RUNS = re.compile(r"[^\W_]+")
 _ASTRAL_RUNS = re.compile("[\U00010000-\U0010ffff]+")
 
 
@@ -215,31 +216,28 @@ def split_sentences(text: str) -> list[str]:
 class TextView:
     """One document's text with its units computed on first use and then shared between operators."""
 
-    __slots__ = ("text", "_words", "_lines", "_sentences", "_char_counts", "_num_special", "_jieba_pieces", "_jieba_block_words", "_jieba_lower")
+    __slots__ = ("text", "_words", "_lines", "_sentences", "_num_special", "_jieba_pieces", "_jieba_block_words", "_jieba_lower")
 
     def __init__(self, text: str):
         self.text = text
         self._words: dict[str, list[str]] = {}
         self._lines: list[str] | None = None
         self._sentences: list[str] | None = None
-        self._char_counts: Counter | None = None
         self._num_special: int | None = None
         self._jieba_pieces: list[str] | None = None
         self._jieba_block_words: dict[int, list[str]] = {}  # piece index -> words of that block
         self._jieba_lower: int | None = None  # lower bound of the jieba word count so far
 
-    def char_counts(self) -> Counter:
-        """Count each distinct character of the text (computed once)."""
-        if self._char_counts is None:
-            self._char_counts = Counter(self.text)
-        return self._char_counts
-
     def num_special_chars(self) -> int:
         """Count the special characters (`is_special_char`) of the text (computed once)."""
         if self._num_special is None:
-            counts = self.char_counts()
-            self._num_special = sum(map(counts.__getitem__, filter(is_special_char, counts)))
+            self._num_special = len(self.text) - len(delete_special_chars(self.text, keep_ascii_controls=False))
         return self._num_special
+
+    def num_alnum_chars(self) -> int:
+        """Count the letters and digits (`str.isalnum`) of the text."""
+        # In a str pattern `\w` is `str.isalnum()` or `_`, so this deletes exactly the isalnum characters.
+        return len(self.text) - len(_ALNUM_RUNS.sub("", self.text))
 
     def words(self, unit: str) -> list[str]:
         if unit not in self._words:
@@ -285,8 +283,8 @@ class TextView:
         if self._jieba_lower is None:
             # No block is segmented yet: only the loop below segments blocks before `words` is called.
             num_word_blocks = sum(1 for block in pieces[1::2] if strip_special(block))
-            between = Counter("".join(pieces[0::2]))
-            num_words_between = sum(n for char, n in between.items() if not is_special_char(char))
+            between = "".join(pieces[0::2])
+            num_words_between = len(delete_special_chars(between, keep_ascii_controls=False))
             self._jieba_lower = num_word_blocks + num_words_between
         if self._jieba_lower >= target:
             return self._jieba_lower
