@@ -176,6 +176,30 @@ def test_all_inputs_undetectable_exit_status(tmp_path):
     assert [entry["path"] for entry in summary["skipped_files"]] == [str(bad)]
 
 
+def test_convert_records_input_encodings(tmp_path, caplog, capsys):
+    gbk = tmp_path / "gbk.jsonl"
+    gbk.write_bytes('{"text": "简体中文内容"}\n'.encode("gbk"))
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes('{"text": "带字节顺序标记"}\n'.encode("utf-8-sig"))
+    utf8 = tmp_path / "utf8.jsonl"
+    utf8.write_text('{"text": "今天天气很好。"}\n', encoding="utf-8")
+    output = tmp_path / "out"
+    with caplog.at_level("INFO", logger="steel.data.sources.convert"):
+        assert main(["data", "convert", "--source", "jsonl", str(gbk), str(bom), str(utf8), "--output", str(output), "--workers", "1"]) == 0
+
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert summary["input_encodings"] == {str(gbk): "gb18030", str(bom): "utf-8-sig", str(utf8): "utf-8"}
+    assert summary["records"] == 3
+    assert f"input {gbk}: detected encoding gb18030" in caplog.messages
+    assert f"input {bom}: detected encoding utf-8-sig" in caplog.messages
+    assert "input encodings: gb18030 1, utf-8 1, utf-8-sig 1" in capsys.readouterr().out
+
+    named = tmp_path / "named"
+    assert main(["data", "convert", "--source", "jsonl", str(gbk), "--output", str(named), "--encoding", "gbk"]) == 0
+    summary = json.loads((named / "summary.json").read_text(encoding="utf-8"))
+    assert summary["input_encodings"] == {str(gbk): "gbk"}
+
+
 def test_encoding_flag_reads_undetected_file(tmp_path):
     # These Latin-1 bytes fail both the UTF-8 and the GB18030 check, but --encoding reads them.
     path = tmp_path / "latin1.jsonl"

@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 from steel.data.sources.base import ReadOptions, get_adapter, list_adapters
@@ -91,6 +92,7 @@ def convert(args: argparse.Namespace) -> int:
         print(f"{summary['heldout_records']} held-out records written to {args.output / 'heldout'}")
     print(f"{bad['total']} bad records: {json.dumps(bad['by_reason'], ensure_ascii=False)}")
     print(f"{skipped['total']} skipped records: {json.dumps(skipped['by_reason'], ensure_ascii=False)}")
+    print_input_encodings(summary["input_encodings"])
     print_skipped_files(summary["skipped_files"])
     print(f"summary: {args.output / 'summary.json'}")
 
@@ -102,6 +104,13 @@ def convert(args: argparse.Namespace) -> int:
             print("no records were converted; check --source and the input format", flush=True)
         return 1
     return 0
+
+
+def print_input_encodings(encodings: dict[str, str | None]) -> None:
+    """Print how many text inputs were read in each encoding (Parquet files have none)."""
+    counts = Counter(encoding for encoding in encodings.values() if encoding is not None)
+    if counts:
+        print("input encodings: " + ", ".join(f"{encoding} {count}" for encoding, count in sorted(counts.items())))
 
 
 def print_skipped_files(skipped_files: list[dict[str, str]]) -> None:

@@ -4,7 +4,7 @@ Each work unit (usually one input file) is read by its adapter and written to it
 `{source}-{unit:05d}-{part:04d}.jsonl[.gz|.zst]`, so units never share a file and a crash leaves
 only whole shards behind. Records whose `split` is `heldout` go to `heldout/` instead, so that a
 later stage reading the output directory's shards never reads evaluation data by accident.
-`summary.json` records the inputs, the shards (paths relative to the output directory) with their
+`summary.json` records the inputs with their encodings, the shards (paths relative to the output directory) with their
 record counts, and every bad or skipped record by reason, with examples naming file and line.
 An input whose encoding is not detected is left out whole and listed under `skipped_files`, and
 the other inputs are still converted.
@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from steel.data.io import ENCODING_OPTION_REMEDY, SkippedFile, open_output, undetectable_encodings, write_json
+from steel.data.io import ENCODING_OPTION_REMEDY, SkippedFile, data_suffix, detect_encodings, open_output, write_json
 from steel.data.langid import detect_language
 from steel.data.sources.base import ConversionLog, ReadOptions, get_adapter
 
@@ -139,16 +139,24 @@ def _language_text(record: dict) -> str:
     return record["text"]
 
 
-def _skip_undetectable(inputs: list[Path]) -> tuple[list[Path], list[SkippedFile]]:
-    """Split `inputs` into files to convert and text files whose encoding is not detected.
+def _check_encodings(inputs: list[Path], encoding: str | None) -> tuple[list[Path], dict[str, str | None], list[SkippedFile]]:
+    """Split `inputs` into files to convert, with their encodings, and files whose encoding is not detected.
 
-    The check runs before any output is written, so a skipped file leaves no partial shard.
+    Returns the readable files, the encoding of each by path (`encoding` when given, None for
+    Parquet) and the skipped files. The check runs before any output is written, so a skipped file
+    leaves no partial shard.
     """
-    skipped = undetectable_encodings(inputs, remedy=ENCODING_OPTION_REMEDY)
+    if encoding:
+        return inputs, {str(path): None if data_suffix(path) == ".parquet" else encoding for path in inputs}, []
+
+    encodings, skipped = detect_encodings(inputs, remedy=ENCODING_OPTION_REMEDY)
+    for path, detected in encodings.items():
+        # UTF-8 is the expected case; any other detection is logged so that a user can check it.
+        level = logging.DEBUG if detected in (None, "utf-8") else logging.INFO
+        logger.log(level, "input %s: detected encoding %s", path, detected)
     for skipped_file in skipped:
         logger.warning("skipped input %s", skipped_file)
-    skipped_paths = {skipped_file.path for skipped_file in skipped}
-    return [path for path in inputs if str(path) not in skipped_paths], skipped
+    return [path for path in inputs if str(path) in encodings], encodings, skipped
 
 
 def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = True) -> dict[str, Any]:
@@ -166,7 +174,7 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
     if missing:
         raise ValueError(f"input file not found: {', '.join(missing)}")
     _check_output_dir(config.output_dir)
-    readable, skipped = (inputs, []) if config.options.encoding else _skip_undetectable(inputs)
+    readable, encodings, skipped = _check_encodings(inputs, config.options.encoding)
 
     units = adapter.work_units(readable) if readable else []
     num_workers = max(min(config.num_workers or os.cpu_count() or 1, len(units)), 1)
@@ -178,7 +186,7 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
 
     start = time.perf_counter()
     results = _run_units(config, units, num_workers, progress)
-    summary = _summarize(config, inputs, skipped, results, time.perf_counter() - start)
+    summary = _summarize(config, inputs, encodings, skipped, results, time.perf_counter() - start)
     write_json(config.output_dir / SUMMARY_NAME, summary)
     return summary
 
@@ -211,7 +219,12 @@ def _run_units(config: ConvertConfig, units: list[tuple[Path, ...]], num_workers
 
 
 def _summarize(
-    config: ConvertConfig, inputs: list[Path], skipped: list[SkippedFile], results: list[dict], elapsed_s: float
+    config: ConvertConfig,
+    inputs: list[Path],
+    encodings: dict[str, str | None],
+    skipped: list[SkippedFile],
+    results: list[dict],
+    elapsed_s: float,
 ) -> dict[str, Any]:
     log = ConversionLog()
     labels: Counter = Counter()
@@ -227,6 +240,7 @@ def _summarize(
     return {
         "source": config.source,
         "inputs": [str(path) for path in inputs],
+        "input_encodings": encodings,
         "settings": {
             "compress": config.compress,
             "shard_records": config.shard_records,
