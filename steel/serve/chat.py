@@ -5,6 +5,7 @@ from typing import TextIO
 
 from steel.serve.engine import FINISH_LENGTH, Engine, GenerationRequest, GenerationUpdate
 from steel.serve.sampling import SamplingParams
+from steel.serve.user_text import InvalidTextError, read_line, read_terminal_line
 from steel.tokenizer.chat import encode_chat
 
 HELP = """commands:
@@ -37,7 +38,11 @@ def run_chat(
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
 ) -> int:
-    """Read user lines from `stdin` and stream the model's replies to `stdout` until /exit or end of input."""
+    """Read user lines from `stdin` and stream the model's replies to `stdout` until /exit or end of input.
+
+    Returns the exit code: 0, or 2 when piped input is not valid text. A terminal line that is not
+    valid text is skipped with a message, and the conversation goes on.
+    """
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     session = ChatSession(system)
@@ -45,7 +50,15 @@ def run_chat(
     print(f"Chat started. Type a message, or /help for commands. Max {params.max_new_tokens} new tokens.", file=stdout)
 
     while True:
-        line = _read_line(stdin, stdout, interactive)
+        try:
+            line = _read_line(stdin, stdout, interactive)
+        except InvalidTextError as error:
+            if not interactive:
+                print(file=stdout)
+                print(f"steel chat: {error}", file=sys.stderr)
+                return 2
+            print(f"{error}. This line is skipped.", file=stdout)
+            continue
         if line is None:
             print(file=stdout)
             return 0
@@ -62,11 +75,11 @@ def run_chat(
 def _read_line(stdin: TextIO, stdout: TextIO, interactive: bool) -> str | None:
     if interactive:
         try:
-            return input(PROMPT)
+            return read_terminal_line(PROMPT)
         except EOFError:
             return None
     print(PROMPT, end="", file=stdout, flush=True)
-    line = stdin.readline()
+    line = read_line(stdin)
     return line or None
 
 

@@ -4,6 +4,7 @@ import argparse
 import ipaddress
 import logging
 import sys
+from typing import NoReturn
 
 from steel.serve.sampling import SamplingParams
 
@@ -71,11 +72,35 @@ def generate_parser(parser: argparse.ArgumentParser) -> None:
     _add_sampling_arguments(parser, max_new_tokens=128)
 
 
+def _exit_invalid_input(message: str) -> NoReturn:
+    """Print a usage error and exit with code 2, as argparse does for invalid arguments."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _read_prompt(args: argparse.Namespace) -> str:
+    from steel.serve.user_text import InvalidTextError, check_text, read_all
+
+    try:
+        if args.prompt == "-":
+            prompt = read_all(sys.stdin)
+        else:
+            prompt = check_text(args.prompt, "--prompt")
+        for stop in args.stop:
+            check_text(stop, "--stop")
+    except InvalidTextError as error:
+        _exit_invalid_input(f"steel generate: {error}")
+    if not prompt:
+        source = "on standard input" if args.prompt == "-" else "with --prompt"
+        _exit_invalid_input(f"steel generate: the prompt is empty; pass some text {source}")
+    return prompt
+
+
 def generate(args: argparse.Namespace) -> int:
     """Continue a prompt with a base model, streaming the text to standard output."""
     from steel.serve.engine import FINISH_ERROR, GenerationRequest
 
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = _read_prompt(args)
     params = _sampling_params(args, stop=tuple(args.stop))
     serving = _load(args)
     engine = _engine(serving)
@@ -108,7 +133,13 @@ def chat_parser(parser: argparse.ArgumentParser) -> None:
 def chat(args: argparse.Namespace) -> int:
     """Chat with a model in the terminal; /reset, /system TEXT and /exit control the conversation."""
     from steel.serve.chat import run_chat
+    from steel.serve.user_text import InvalidTextError, check_text
 
+    if args.system is not None:
+        try:
+            check_text(args.system, "--system")
+        except InvalidTextError as error:
+            _exit_invalid_input(f"steel chat: {error}")
     params = _sampling_params(args)
     serving = _load(args)
     engine = _engine(serving)

@@ -31,6 +31,7 @@ from steel.serve.engine import (
 )
 from steel.serve.loading import ServingModel
 from steel.serve.sampling import SamplingParams
+from steel.tokenizer import find_lone_surrogate
 from steel.tokenizer.chat import encode_chat
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ class CompletionRequest(_GenerationFields):
 
 
 class BodySizeLimit:
-    """ASGI middleware that returns 413 for a request body larger than `max_bytes`.
+    """ASGI middleware that returns 413 for a request body larger than `max_bytes`, and 400 for one
+    that is not valid UTF-8 (JSON requires UTF-8, and FastAPI's own reply names no cause).
 
     It reads the body before the route does, so a chunked upload without Content-Length is
     bounded too. Later `receive` calls go to the server, so the route still receives a disconnect.
@@ -163,13 +165,20 @@ class BodySizeLimit:
             if not event.get("more_body", False):
                 break
 
+        body = b"".join(chunks)
+        invalid_utf8 = _invalid_utf8_message(body)
+        if invalid_utf8 is not None:
+            logger.warning("%s %s -> 400: %s", scope["method"], scope["path"], invalid_utf8)
+            await error_response(400, invalid_utf8, code="invalid_encoding")(scope, receive, send)
+            return
+
         body_sent = False
 
         async def replay():
             nonlocal body_sent
             if not body_sent:
                 body_sent = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
@@ -178,6 +187,17 @@ class BodySizeLimit:
     async def _reject(scope, receive, send, message: str) -> None:
         logger.warning("%s %s -> 413: %s", scope["method"], scope["path"], message)
         await error_response(413, message, code="request_too_large")(scope, receive, send)
+
+
+def _invalid_utf8_message(body: bytes) -> str | None:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return (
+            f"the request body is not valid JSON: byte 0x{body[error.start]:02x} at offset {error.start} "
+            "is not valid UTF-8; encode the body as UTF-8"
+        )
+    return None
 
 
 def create_app(serving: ServingModel, worker: GenerationWorker, limits: ServerLimits | None = None) -> FastAPI:
@@ -436,8 +456,23 @@ def _chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
         role = "system" if message.role == "developer" else message.role
         if role not in ("system", "user", "assistant"):
             raise APIError(400, f"messages[{index}].role {message.role!r} is not supported; use system, user or assistant", "messages")
-        converted.append({"role": role, "content": _message_text(message.content, index)})
+        text = _message_text(message.content, index)
+        _check_text(text, f"messages[{index}].content", "messages")
+        converted.append({"role": role, "content": text})
     return converted
+
+
+def _check_text(text: str, field: str, param: str) -> None:
+    """Reject text with a lone surrogate, such as JSON's "\\udcff" escape, because no tokenizer can encode it."""
+    position = find_lone_surrogate(text)
+    if position is not None:
+        raise APIError(
+            400,
+            f"{field} is not valid Unicode text: character {position} is the lone surrogate "
+            f"{ascii(text[position])}; send the text itself, encoded as UTF-8",
+            param=param,
+            code="invalid_encoding",
+        )
 
 
 def _message_text(content: str | list[dict] | None, index: int) -> str:
@@ -455,6 +490,7 @@ def _message_text(content: str | list[dict] | None, index: int) -> str:
 
 def _completion_prompt_ids(prompt: str | list, tokenizer, vocab_size: int) -> list[int]:
     if isinstance(prompt, str):
+        _check_text(prompt, "prompt", "prompt")
         return tokenizer.encode(prompt)
     if prompt and all(isinstance(item, int) for item in prompt):
         invalid = [token_id for token_id in prompt if not 0 <= token_id < vocab_size]
@@ -462,6 +498,7 @@ def _completion_prompt_ids(prompt: str | list, tokenizer, vocab_size: int) -> li
             raise APIError(400, f"prompt token ids {invalid[:5]} are outside the vocabulary [0, {vocab_size})", "prompt")
         return list(prompt)
     if len(prompt) == 1:
+        _check_text(prompt[0], "prompt[0]", "prompt")
         return tokenizer.encode(prompt[0])
     raise APIError(400, f"send one prompt per request, got {len(prompt)}", param="prompt")
 

@@ -1,5 +1,6 @@
 """`steel chat`, `steel generate` and `steel serve` on the tiny model; chat and serve run as real subprocesses."""
 
+import io
 import os
 import signal
 import subprocess
@@ -147,3 +148,98 @@ def test_serve_batching_option(tiny_model_dir, monkeypatch, extra, continuous):
 
     assert len(apps) == 1
     assert apps[0].state.worker.continuous_batching is continuous
+
+
+GBK_HELLO = "你好\n".encode("gbk")
+
+
+def _stdin(data: bytes, errors: str) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors=errors)
+
+
+@pytest.mark.parametrize("errors", ["strict", "surrogateescape"])
+def test_generate_rejects_gbk_stdin(tmp_path, monkeypatch, capsys, errors):
+    # The model path does not exist: the input is checked before any model loads.
+    monkeypatch.setattr(sys, "stdin", _stdin(GBK_HELLO, errors))
+    with pytest.raises(SystemExit) as raised:
+        main(["generate", str(tmp_path / "absent"), "--prompt", "-"])
+    assert raised.value.code == 2
+    message = capsys.readouterr().err
+    assert "standard input is not valid UTF-8 (byte 0xc4" in message
+    assert "iconv" in message
+
+
+def test_generate_rejects_gbk_argument(tmp_path, capsys):
+    # Python decodes a command-line argument's invalid bytes with surrogateescape.
+    prompt = GBK_HELLO.decode("utf-8", "surrogateescape")
+    for option in ("--prompt", "--stop"):
+        arguments = ["--prompt", prompt] if option == "--prompt" else ["--prompt", "ok", "--stop", prompt]
+        with pytest.raises(SystemExit) as raised:
+            main(["generate", str(tmp_path / "absent"), *arguments])
+        assert raised.value.code == 2
+        assert f"{option} is not valid UTF-8 (byte 0xc4 at character 0)" in capsys.readouterr().err
+
+
+def test_generate_gbk_subprocess_exits_2(tiny_model_dir):
+    # Real bytes through a real pipe, decoded by the interpreter's own standard input.
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "generate", str(tiny_model_dir), "--prompt", "-"],
+        input=GBK_HELLO, capture_output=True, env=ENV, timeout=180,
+    )
+    assert result.returncode == 2
+    assert b"standard input is not valid UTF-8" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("arguments,source", [(["--prompt", ""], "with --prompt"), (["--prompt", "-"], "on standard input")])
+def test_generate_empty_prompt_before_load(tmp_path, monkeypatch, capsys, arguments, source):
+    monkeypatch.setattr(sys, "stdin", _stdin(b"", "strict"))
+    with pytest.raises(SystemExit) as raised:
+        main(["generate", str(tmp_path / "absent"), *arguments])
+    assert raised.value.code == 2
+    assert f"the prompt is empty; pass some text {source}" in capsys.readouterr().err
+
+
+def test_chat_gbk_stdin_exits_2(tiny_model_dir, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", _stdin("hello\n".encode() + GBK_HELLO, "surrogateescape"))
+    assert main(["chat", str(tiny_model_dir), "--temperature", "0"]) == 2
+    captured = capsys.readouterr()
+    # The valid first line gets its reply before the invalid second line ends the chat.
+    assert "Hi there!" in captured.out
+    assert "steel chat: standard input is not valid UTF-8 (byte 0xc4" in captured.err
+
+
+def test_chat_gbk_system_rejected(tmp_path, capsys):
+    system = GBK_HELLO.decode("utf-8", "surrogateescape")
+    with pytest.raises(SystemExit) as raised:
+        main(["chat", str(tmp_path / "absent"), "--system", system])
+    assert raised.value.code == 2
+    assert "--system is not valid UTF-8" in capsys.readouterr().err
+
+
+def test_chat_terminal_skips_invalid_line(loaded, monkeypatch):
+    # At a terminal, an invalid line gets a message and the conversation goes on.
+    from steel.serve.chat import run_chat
+    from steel.serve.engine import Engine
+    from steel.serve.sampling import SamplingParams
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    lines = iter(["\udcc4\udce3", "hello"])
+
+    def fake_input(prompt):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    stdout = io.StringIO()
+    engine = Engine(loaded.model, loaded.tokenizer)
+    assert run_chat(engine, SamplingParams(temperature=0, max_new_tokens=20), stdin=Terminal(), stdout=stdout) == 0
+    output = stdout.getvalue()
+    assert "the terminal input is not valid UTF-8 (byte 0xc4 at character 0)" in output
+    assert "This line is skipped." in output
+    assert "Hi there!" in output

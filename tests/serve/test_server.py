@@ -231,6 +231,28 @@ def test_empty_prompt_gets_400(server):
     assert error["param"] == "prompt"
 
 
+def test_gbk_body_gets_400(server):
+    body = json.dumps({"messages": [{"role": "user", "content": "你好"}]}, ensure_ascii=False).encode("gbk")
+    error = assert_openai_error(post(server, "/v1/chat/completions", body), 400)
+    assert "not valid UTF-8" in error["message"]
+    assert error["code"] == "invalid_encoding"
+
+
+@pytest.mark.parametrize("path,body,param,field", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "\udcff"}]}, "messages", "messages[0].content"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": "a\ud800"}]}]},
+     "messages", "messages[0].content"),
+    ("/v1/completions", {"prompt": "ok \udcff"}, "prompt", "prompt"),
+    ("/v1/completions", {"prompt": ["\udcff"]}, "prompt", "prompt[0]"),
+], ids=["chat", "chat-parts", "completion", "completion-list"])
+def test_lone_surrogate_gets_400(server, path, body, param, field):
+    # json.dumps writes a lone surrogate as the escape \udcff, which is valid JSON.
+    error = assert_openai_error(post(server, path, json.dumps(body).encode()), 400)
+    assert error["param"] == param
+    assert error["code"] == "invalid_encoding"
+    assert error["message"].startswith(f"{field} is not valid Unicode text")
+
+
 def test_unknown_model_gets_404(client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
