@@ -1,12 +1,18 @@
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from steel.demo import (
+    EXIT_INTERRUPTED,
     REVIEW_OPTIONS,
+    StageInterrupted,
     StageRunner,
     balanced_reviews,
     measured_seconds_per_step,
@@ -81,8 +87,10 @@ def test_interrupted_stage_keeps_its_directory(tmp_path):
         (stage_dir / "checkpoint").write_text("step 5")
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        StageRunner(tmp_path, fresh=False).run("train", {"steps": 10}, [], crash)
+    with pytest.raises(StageInterrupted) as interrupted:
+        StageRunner(tmp_path, fresh=False).run("train", {"steps": 10}, [], crash, resumable=True)
+    assert interrupted.value.stage == "train"
+    assert not (tmp_path / "stages" / "train.json").exists()
 
     seen = []
 
@@ -90,8 +98,171 @@ def test_interrupted_stage_keeps_its_directory(tmp_path):
         seen.append((stage_dir / "checkpoint").read_text())
         return {}
 
-    StageRunner(tmp_path, fresh=False).run("train", {"steps": 10}, [], resume)
+    StageRunner(tmp_path, fresh=False).run("train", {"steps": 10}, [], resume, resumable=True)
     assert seen == ["step 5"]
+
+
+def test_interrupted_plain_stage_starts_empty(tmp_path):
+    def crash(stage_dir: Path) -> dict:
+        (stage_dir / "part.jsonl").write_text("{}")
+        raise KeyboardInterrupt
+
+    with pytest.raises(StageInterrupted):
+        StageRunner(tmp_path, fresh=False).run("sources", {}, [], crash)
+
+    seen = []
+    StageRunner(tmp_path, fresh=False).run("sources", {}, [], lambda d: seen.append(sorted(p.name for p in d.iterdir())) or {})
+    assert seen == [[".stage-key"]]
+
+
+def _writing_stage(calls: list):
+    def body(stage_dir: Path) -> dict:
+        calls.append(stage_dir)
+        (stage_dir / "run").mkdir(exist_ok=True)
+        (stage_dir / "data.jsonl").write_text("{}")
+        return {"run_dir": str(stage_dir / "run"), "samples": 1}
+
+    return body
+
+
+def test_stage_reruns_when_result_path_missing(tmp_path, capsys):
+    calls = []
+    StageRunner(tmp_path, fresh=False).run("sft", {}, [], _writing_stage(calls))
+    (tmp_path / "sft" / "run").rename(tmp_path / "moved-run")
+
+    runner = StageRunner(tmp_path, fresh=False)
+    result = runner.run("sft", {}, [], _writing_stage(calls))
+    assert len(calls) == 2
+    assert f"recorded output {tmp_path / 'sft' / 'run'} is missing" in capsys.readouterr().out
+    assert runner.timings["sft"]["reused"] is False
+    assert Path(result["run_dir"]).is_dir()
+
+
+def test_stage_reruns_when_declared_output_missing(tmp_path):
+    calls = []
+    StageRunner(tmp_path, fresh=False).run("sft", {}, [], _writing_stage(calls), outputs=("data.jsonl",))
+    StageRunner(tmp_path, fresh=False).run("sft", {}, [], _writing_stage(calls), outputs=("data.jsonl",))
+    assert len(calls) == 1
+
+    (tmp_path / "sft" / "data.jsonl").unlink()
+    StageRunner(tmp_path, fresh=False).run("sft", {}, [], _writing_stage(calls), outputs=("data.jsonl",))
+    assert len(calls) == 2
+
+
+def test_old_marker_checks_result_paths(tmp_path):
+    calls = []
+    StageRunner(tmp_path, fresh=False).run("sft", {}, [], _writing_stage(calls))
+    # A marker written before outputs and run ids were recorded.
+    marker = tmp_path / "stages" / "sft.json"
+    record = json.loads(marker.read_text(encoding="utf-8"))
+    del record["outputs"], record["run_id"]
+    marker.write_text(json.dumps(record), encoding="utf-8")
+
+    runner = StageRunner(tmp_path, fresh=False)
+    runner.run("sft", {}, [], _writing_stage(calls))
+    assert len(calls) == 1
+    assert runner.run_ids["sft"] == record["key"]
+
+    shutil.rmtree(tmp_path / "sft" / "run")
+    StageRunner(tmp_path, fresh=False).run("sft", {}, [], _writing_stage(calls))
+    assert len(calls) == 2
+
+
+def test_redone_stage_reruns_its_readers(tmp_path):
+    calls = []
+
+    def evaluate(stage_dir: Path) -> dict:
+        calls.append("evaluate")
+        return {}
+
+    runner = StageRunner(tmp_path, fresh=False)
+    runner.run("sft", {}, [], _writing_stage(calls))
+    runner.run("evaluate", {}, ["sft"], evaluate)
+    shutil.rmtree(tmp_path / "sft" / "run")
+
+    runner = StageRunner(tmp_path, fresh=False)
+    runner.run("sft", {}, [], _writing_stage(calls))
+    runner.run("evaluate", {}, ["sft"], evaluate)
+    assert calls.count("evaluate") == 2
+
+    # Both are reused once their outputs exist again.
+    runner = StageRunner(tmp_path, fresh=False)
+    runner.run("sft", {}, [], _writing_stage(calls))
+    runner.run("evaluate", {}, ["sft"], evaluate)
+    assert len(calls) == 4
+
+
+# Runs `steel demo --fast` with its first stage replaced by `steel tokenizer encode`, which blocks
+# reading standard input, so the test can interrupt a stage while its child process runs.
+BLOCKING_DEMO = """
+import sys
+
+import steel.demo
+from steel.cli import main
+
+
+def sources(self):
+    return self.stages.run("sources", {}, [], lambda stage_dir: steel.demo.run_steel("tokenizer", "encode"))
+
+
+steel.demo.Demo.sources = sources
+sys.exit(main(["demo", "--fast", "--output", sys.argv[1]]))
+"""
+
+
+def _child_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def _wait_for_child(parent: subprocess.Popen) -> int:
+    """Return the pid of the parent's child once it runs `steel tokenizer encode`."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and parent.poll() is None:
+        for pid in _child_pids(parent.pid):
+            try:
+                if b"tokenizer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            except FileNotFoundError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"the demo started no `steel tokenizer encode` child; exit status {parent.poll()}")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the child process through /proc")
+def test_ctrl_c_stops_stage_and_child(tmp_path):
+    script = tmp_path / "blocking_demo.py"
+    script.write_text(BLOCKING_DEMO, encoding="utf-8")
+    output = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, str(script), str(output)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        child = _wait_for_child(demo)
+        # Popen returns once the child has run exec; give it that moment before the signal.
+        time.sleep(0.5)
+        demo.send_signal(signal.SIGINT)
+        stdout, stderr = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+
+    assert demo.returncode == EXIT_INTERRUPTED
+    assert "Traceback" not in stderr
+    assert "interrupted during stage 'sources'" in stderr
+    assert "run the same command again to continue" in stderr
+    assert not _process_exists(child)
+    assert not (output / "stages" / "sources.json").exists()
 
 
 def _reviews(count_pos: int, count_neg: int) -> list[dict]:
