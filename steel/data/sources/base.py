@@ -51,7 +51,8 @@ class ConversionLog:
     skipped: Counter = field(default_factory=Counter)  # reason -> count, e.g. duplicates, other languages
 
     def skip(self, reason: str, count: int = 1) -> None:
-        self.skipped[reason] += count
+        if count:  # a reason with nothing skipped stays out of the summary
+            self.skipped[reason] += count
 
     def merge(self, other: "ConversionLog") -> None:
         self.bad.merge(other.bad)

