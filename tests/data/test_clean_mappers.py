@@ -1,5 +1,6 @@
 import json
 import random
+import unicodedata
 
 import ftfy
 import opencc
@@ -220,6 +221,13 @@ def test_fix_unicode_default_settings_match_ftfy_on_samples(shared_dir):
     texts += [record["text"] for _, (_, record) in zip(range(300), io.iter_records(samples / "2021-31_zh_head_0000_sample.jsonl"))]
     for text in texts:
         assert M.fix_unicode(text) == ftfy.fix_text(text), text[:200]
+
+
+def test_space_separators_all_in_bmp():
+    # whitespace_normalization scans only the Basic Multilingual Plane for space separators.
+    outside = [code for code in range(0x10000, 0x110000) if unicodedata.category(chr(code)) == "Zs"]
+    assert outside == []
+    assert M.whitespace_normalization("a\u3000b\u00a0c\u200bd") == "a b cd"
 
 
 # --- punctuation ---------------------------------------------------------------------------------

@@ -76,10 +76,15 @@ def _special_runs_pattern(keep_ascii_controls: bool) -> re.Pattern:
     Python's `re` compiles a class of such characters into a bitmap, which makes deleting them
     faster than `str.translate`. A class with characters beyond it would be searched range by range.
     """
-    codes = [code for code in range(0x10000) if is_special_char_uncached(chr(code))]
+    codes = _special_codes_in_bmp()
     if keep_ascii_controls:
         codes = [code for code in codes if code >= 0x80 or chr(code) in _ASCII_SPECIAL]
     return re.compile(f"[{_range_class(codes)}]+")
+
+
+@cache
+def _special_codes_in_bmp() -> list[int]:
+    return [code for code in range(0x10000) if is_special_char_uncached(chr(code))]
 
 
 def _without_special(match: re.Match) -> str:
