@@ -3,6 +3,7 @@
 import argparse
 import ipaddress
 import logging
+import socket
 import sys
 from typing import NoReturn
 
@@ -151,8 +152,13 @@ def chat(args: argparse.Namespace) -> int:
 def serve_parser(parser: argparse.ArgumentParser) -> None:
     _add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    parser.add_argument("--name", default=None, help="model id that /v1/models lists (default: the directory name)")
+    parser.add_argument("--port", type=_port, default=8000, help="TCP port, 0 to 65535 (default 8000; 0 picks a free one)")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="model id that /v1/models lists (default: the directory name; for a directory named `run`, "
+        "the parent directory's name and the training stage)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=8, help="requests decoded together (default 8)")
     parser.add_argument(
         "--max-prompt-tokens", type=int, default=None, help="maximum prompt length in tokens (default: context length - 1)"
@@ -178,6 +184,40 @@ def serve_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {value!r}: expected an integer from 0 to 65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: expected an integer from 0 to 65535")
+    return port
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind `host:port` once and release it, so that a busy port fails before the model loads.
+
+    NOTE: another process can still take the port between this check and uvicorn's bind.
+    """
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise SystemExit(f"cannot resolve --host {host}: {error.strerror}") from None
+    family, kind, protocol, _, address = addresses[0]
+    with socket.socket(family, kind, protocol) as sock:
+        # uvicorn binds with SO_REUSEADDR (asyncio create_server), so a port in TIME_WAIT counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as error:
+            raise SystemExit(
+                f"cannot listen on {host}:{port}: {error.strerror}; pick another port with --port "
+                "(0 picks a free one) or stop the process that uses it"
+            ) from None
+
+
 def serve(args: argparse.Namespace) -> int:
     """Serve the OpenAI-compatible API and the web chat page until interrupted."""
     import uvicorn
@@ -198,6 +238,7 @@ def serve(args: argparse.Namespace) -> int:
         raise SystemExit("; ".join(problems))
     if not _is_loopback(args.host):
         logger.warning("binding to %s exposes the server beyond this machine; it has no authentication", args.host)
+    _check_port_free(args.host, args.port)
 
     serving = _load(args, name=args.name)
     engine = _engine(serving, max_batch_size=args.max_batch_size)

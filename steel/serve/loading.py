@@ -51,7 +51,35 @@ def load_for_serving(
         model=loaded.model.eval(),
         tokenizer=loaded.tokenizer,
         chat_template=loaded.chat_template,
-        name=name or Path(spec).resolve().name,
+        name=name or default_model_name(spec, provenance),
         provenance=provenance,
     )
+
+
+# Directory names that do not identify a model. The demo writes every stage to `STAGE/run`.
+GENERIC_DIRECTORY_NAMES = frozenset({"run", "runs", "model", "models", "output", "out", "export", "hf", "checkpoint"})
+
+
+def default_model_name(spec: str, provenance: dict | None = None) -> str:
+    """Derive the model id that `/v1/models` lists from the directory a model was loaded from.
+
+    It is the directory name (`runs/sft` -> `sft`). A generic name such as `run` is replaced by
+    the parent directory's name, followed by the training stage when the provenance records one
+    that the parent's name lacks (`demo-run/sft/run` -> `sft`, `base/run` -> `base-pretrain`). A
+    checkpoint directory inside a run gets the run's name and its own (`sft-step-00000500`).
+    """
+    provenance = provenance or {}
+    path = Path(spec).resolve()
+    checkpoint_name = None
+    if path.parent.name == "checkpoints" and (path / "checkpoint.json").is_file():
+        checkpoint_name = path.name
+        path = path.parent.parent
+
+    name = path.name
+    if name.lower() in GENERIC_DIRECTORY_NAMES and path.parent.name:
+        stage = provenance.get("stage")
+        name = path.parent.name
+        if stage and str(stage) not in name:
+            name = f"{name}-{stage}"
+    return f"{name}-{checkpoint_name}" if checkpoint_name else name
 

@@ -133,7 +133,8 @@ def test_generate_from_run_directory(tiny_model_dir, loaded, tmp_path, capsys):
     serving = load_for_serving(str(run_dir))
     assert serving.provenance["kind"] == "checkpoint"
     assert serving.provenance["step"] == 7
-    assert serving.name == "run"
+    # The directory is named `run`, so the id is the parent's name and the recorded stage.
+    assert serving.name == f"{tmp_path.name}-sft"
 
 
 @pytest.mark.parametrize("extra,continuous", [([], True), (["--static-batching"], False)], ids=["default", "static"])
@@ -243,3 +244,44 @@ def test_chat_terminal_skips_invalid_line(loaded, monkeypatch):
     assert "the terminal input is not valid UTF-8 (byte 0xc4 at character 0)" in output
     assert "This line is skipped." in output
     assert "Hi there!" in output
+
+
+@pytest.mark.parametrize("parts,stage,expected", [
+    (("runs", "sft"), "sft", "sft"),
+    (("demo-run", "sft", "run"), "sft", "sft"),
+    (("base", "run"), "pretrain", "base-pretrain"),
+    (("base", "run"), None, "base"),
+    (("exports", "chat", "model"), "dpo", "chat-dpo"),
+    (("demo-run", "sft", "run", "checkpoints", "step-00000007"), "sft", "sft-step-00000007"),
+], ids=["plain", "demo", "stage-added", "no-stage", "export", "checkpoint"])
+def test_default_model_name(tmp_path, parts, stage, expected):
+    from steel.serve.loading import default_model_name
+
+    directory = tmp_path.joinpath(*parts)
+    directory.mkdir(parents=True)
+    if "checkpoints" in parts:
+        (directory / "checkpoint.json").write_text("{}")
+    assert default_model_name(str(directory), {"stage": stage}) == expected
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_rejects_invalid_port(tmp_path, capsys, port):
+    with pytest.raises(SystemExit) as raised:
+        main(["serve", str(tmp_path / "absent"), "--port", port])
+    assert raised.value.code == 2
+    assert "argument --port: invalid port" in capsys.readouterr().err
+
+
+def test_serve_busy_port_fails_before_load(tmp_path):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        # The model path does not exist, so reaching the loader would give another message.
+        with pytest.raises(SystemExit) as raised:
+            main(["serve", str(tmp_path / "absent"), "--port", str(port)])
+    message = str(raised.value)
+    assert f"cannot listen on 127.0.0.1:{port}" in message
+    assert "--port" in message
