@@ -284,20 +284,39 @@ def iter_records(
         return
 
     encoding = check_line_encoding(encoding) if encoding else detect_encoding(path, remedy)
-    if _first_non_blank_char(path, encoding) == "[":
+    if _non_blank_prefix(path, encoding, 1) == "[":
         yield from iter_json_array(path, encoding=encoding, on_bad=on_bad, remedy=remedy)
     else:
         yield from iter_jsonl(path, encoding=encoding, on_bad=on_bad, remedy=remedy)
 
 
-def _first_non_blank_char(path: str | Path, encoding: str) -> str:
+def _non_blank_prefix(path: str | Path, encoding: str, num_chars: int) -> str:
+    """Return the first `num_chars` characters of a text file that are not whitespace or a BOM."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    prefix = ""
     with open_binary(path) as f:
         while chunk := f.read(4096):
-            text = decoder.decode(chunk).lstrip("\ufeff \t\r\n")
-            if text:
-                return text[0]
-    return ""
+            for char in decoder.decode(chunk):
+                if char in "\ufeff \t\r\n":
+                    continue
+                prefix += char
+                if len(prefix) == num_chars:
+                    return prefix
+    return prefix
+
+
+def is_empty_input(path: str | Path, encoding: str | None = None) -> bool:
+    """Return whether a data file has no records: no Parquet rows, only whitespace, or `[]`.
+
+    Reads only the start of a text file. Raises like `iter_records` for a file it cannot read.
+    """
+    if data_suffix(path) == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows == 0
+
+    encoding = check_line_encoding(encoding) if encoding else detect_encoding(path)
+    return _non_blank_prefix(path, encoding, 3) in ("", "[]")
 
 
 def iter_jsonl(

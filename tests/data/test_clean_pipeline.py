@@ -245,3 +245,53 @@ def test_stats_recipe_skips_undetectable_input(corpus, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert [entry["path"] for entry in result["skipped_files"]] == [str(bad)]
     assert result["totals"]["documents_in"] > 0
+
+
+def test_empty_inputs_skipped_and_counted(tmp_path, capsys):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "今天天气很好，我们去公园散步。公园里的花都开了，很多人在拍照。"}\n', encoding="utf-8")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    blank = tmp_path / "blank.jsonl.gz"
+    blank.write_bytes(gzip.compress(b"\n  \r\n\n"))
+    empty_array = tmp_path / "empty.json"
+    empty_array.write_text("[\n]\n", encoding="utf-8")
+    no_rows = tmp_path / "no-rows.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), no_rows)
+    output = tmp_path / "out"
+    stats = _clean([empty, good, blank, empty_array, no_rows], output)
+
+    assert stats["totals"]["documents_in"] == 1
+    assert [entry["path"] for entry in stats["skipped_files"]] == [str(empty), str(blank), str(empty_array), str(no_rows)]
+    assert {entry["reason"] for entry in stats["skipped_files"]} == {"the file is empty: it contains no records"}
+    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    assert [entry["path"] for entry in manifest["inputs"]] == [str(good.resolve())]
+    printed = capsys.readouterr().out
+    assert "4 input file(s) skipped:" in printed
+    assert f"  {empty}: the file is empty: it contains no records" in printed
+
+
+def test_all_inputs_empty_fails(tmp_path):
+    import subprocess
+    import sys
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\n", encoding="utf-8")
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "steel", "data", "clean", "--recipe", "zh-web", str(empty), str(blank), "--output", str(output)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert "no input contains records:" in result.stderr
+    assert f"{empty}: the file is empty: it contains no records" in result.stderr
+    assert f"{blank}: the file is empty: it contains no records" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not output.exists()

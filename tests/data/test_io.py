@@ -10,6 +10,7 @@ from steel.data.io import (
     BadRecordLog,
     UndetectableEncodingError,
     detect_encoding,
+    is_empty_input,
     iter_json_array,
     iter_lines,
     iter_records,
@@ -270,3 +271,27 @@ def test_undetected_encoding_remedy_per_command(tmp_path, read, remedy):
     assert remedy in message
     assert "--encoding NAME)" not in message
     assert "pass --encoding" not in message
+
+
+def test_is_empty_input_cases(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cases = {
+        "empty.jsonl": (b"", True),
+        "blank.jsonl": (b"\n \r\n\t\n", True),
+        "bom-only.jsonl": (b"\xef\xbb\xbf\n", True),
+        "empty-array.json": (b" [ \n ] \n", True),
+        "one-record.jsonl": (b'\n\n{"text": "x"}\n', False),
+        "array.json": (b'[{"text": "x"}]', False),
+        "blank.jsonl.zst": (zstandard.ZstdCompressor().compress(b"\n\n"), True),
+        "gbk.jsonl": (_jsonl_bytes(RECORDS, encoding="gbk"), False),
+    }
+    for name, (data, expected) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert is_empty_input(tmp_path / name) is expected, name
+
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "no-rows.parquet")
+    pq.write_table(pa.table({"text": ["x"]}), tmp_path / "one-row.parquet")
+    assert is_empty_input(tmp_path / "no-rows.parquet") is True
+    assert is_empty_input(tmp_path / "one-row.parquet") is False

@@ -65,22 +65,45 @@ def clean(args: argparse.Namespace) -> int:
 
 
 def split_readable(paths: list[Path]) -> tuple[list[Path], list["SkippedFile"]]:
-    """Split inputs into readable files and `SkippedFile`s whose encoding was not detected.
+    """Split inputs into files to clean and `SkippedFile`s: undetected encodings and empty files.
 
     The cleaning workers read UTF-8 and GBK/GB18030 only, so a file in another encoding is skipped
-    and counted; `steel data convert --encoding NAME` turns it into UTF-8 JSONL. Raises SystemExit
-    when no input is readable.
+    and counted; `steel data convert --encoding NAME` turns it into UTF-8 JSONL. A file without
+    records (only whitespace, `[]` or no Parquet rows) is skipped and counted too. Raises
+    SystemExit when no input is left.
     """
-    from steel.data.io import CONVERT_REMEDY, undetectable_encodings
+    from steel.data.io import CONVERT_REMEDY, SkippedFile, detect_encodings
 
-    skipped = undetectable_encodings(paths, remedy=CONVERT_REMEDY)
+    encodings, skipped = detect_encodings(paths, remedy=CONVERT_REMEDY)
+    readable = []
+    for path in paths:
+        if str(path) not in encodings:
+            continue
+        if _is_empty(path, encodings[str(path)]):
+            skipped.append(SkippedFile(str(path), "the file is empty: it contains no records"))
+            continue
+        if encodings[str(path)] not in (None, "utf-8"):
+            logger.info("input %s: detected encoding %s", path, encodings[str(path)])
+        readable.append(path)
+
+    input_order = {str(path): index for index, path in enumerate(paths)}
+    skipped.sort(key=lambda skipped_file: input_order[skipped_file.path])
     for skipped_file in skipped:
         logger.warning("skipped input %s", skipped_file)
-    if len(skipped) == len(paths):
-        raise SystemExit("no input could be read:\n  " + "\n  ".join(map(str, skipped)))
+    if not readable:
+        all_undetected = all(str(path) not in encodings for path in paths)
+        problem = "no input could be read" if all_undetected else "no input contains records"
+        raise SystemExit(f"{problem}:\n  " + "\n  ".join(map(str, skipped)))
+    return readable, skipped
 
-    skipped_paths = {skipped_file.path for skipped_file in skipped}
-    return [path for path in paths if str(path) not in skipped_paths], skipped
+
+def _is_empty(path: Path, encoding: str | None) -> bool:
+    from steel.data.io import is_empty_input
+
+    try:
+        return is_empty_input(path, encoding)
+    except (OSError, ValueError):
+        return False  # a corrupt file is left to the reader, which reports what it cannot read
 
 
 def stats_parser(parser: argparse.ArgumentParser) -> None:
