@@ -25,6 +25,7 @@ def export_model(spec: str | Path, out_dir: str | Path, dtype: str = "float32", 
     installed. The directory appears complete or not at all (written under a temporary name first).
     """
     out_dir = Path(out_dir)
+    _check_output_path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ValueError(f"{out_dir} exists and is not empty; choose another directory or pass --overwrite")
     if dtype not in DTYPES:
@@ -52,6 +53,20 @@ def export_model(spec: str | Path, out_dir: str | Path, dtype: str = "float32", 
     os.replace(tmp, out_dir)
     log.info("exported %s to %s", spec, out_dir)
     return out_dir
+
+
+def _check_output_path(out_dir: Path) -> None:
+    """Raise ValueError when `out_dir`, its temporary sibling or a parent is an existing non-directory."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} exists and is not a directory; choose a directory path for the export")
+    if tmp.exists() and not tmp.is_dir():
+        raise ValueError(f"{tmp} exists and is not a directory; the export writes there first, so move it away")
+    for parent in out_dir.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{parent} is not a directory, so {out_dir} cannot be created inside it")
+            break
 
 
 def _save_model(model, directory: Path) -> None:
