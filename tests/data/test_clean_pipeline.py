@@ -295,3 +295,20 @@ def test_all_inputs_empty_fails(tmp_path):
     assert f"{blank}: the file is empty: it contains no records" in result.stderr
     assert "Traceback" not in result.stderr
     assert not output.exists()
+
+
+def test_clean_records_input_encodings(tmp_path, caplog):
+    text = "今天天气很好，我们去公园散步。公园里的花都开了，很多人在拍照。"
+    gbk = tmp_path / "gbk.jsonl"
+    gbk.write_bytes(json.dumps({"text": text}, ensure_ascii=False).encode("gbk") + b"\n")
+    utf8 = tmp_path / "utf8.jsonl"
+    utf8.write_text(json.dumps({"text": text + "再见。"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    output = tmp_path / "out"
+    with caplog.at_level("INFO", logger="steel.data.clean.cli"):
+        stats = _clean([gbk, utf8], output, recipe="zh-web")
+
+    assert stats["totals"]["documents_in"] == 2
+    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    assert [entry["encoding"] for entry in manifest["inputs"]] == ["gb18030", "utf-8"]
+    assert f"input {gbk}: detected encoding gb18030" in caplog.messages
+    assert not any(message.startswith(f"input {utf8}") for message in caplog.messages)

@@ -95,7 +95,8 @@ class ReadShard(PipelineStep):
         path = self.inputs[rank]
         bad = io.BadRecordLog()
         num_docs = num_chars = 0
-        for line_no, record in io.iter_records(path, on_bad=bad):
+        encoding = None if io.data_suffix(path) == ".parquet" else io.detect_encoding(path, io.CONVERT_REMEDY)
+        for line_no, record in io.iter_records(path, encoding=encoding, on_bad=bad):
             text = record.get(self.text_key)
             if not isinstance(text, str):
                 reason = f"missing field {self.text_key!r}" if text is None else f"field {self.text_key!r} is not a string"
@@ -105,7 +106,7 @@ class ReadShard(PipelineStep):
             num_chars += len(text)
             self.stat_update("documents")
             yield Document(text=text, id=f"{rank:05d}:{line_no}", metadata={"record": record})
-        summary = {"path": path, "documents": num_docs, "chars": num_chars, "bad_records": bad.to_dict()}
+        summary = {"path": path, "encoding": encoding, "documents": num_docs, "chars": num_chars, "bad_records": bad.to_dict()}
         io.write_json(Path(self.work_dir) / "stats" / f"{rank:05d}" / "input.json", summary)
 
 
@@ -566,7 +567,10 @@ def finish(config: CleanConfig) -> dict:
     manifest = {
         "format": "steel-clean/1",
         "recipe": {**recipe.to_dict(), "source": recipe.source, "fingerprint": recipe.fingerprint(), "ignored_keys": recipe.ignored_keys},
-        "inputs": [{"path": s["path"], "documents": s["documents"], "bad_records": s["bad_records"]["total"]} for s in inputs],
+        "inputs": [
+            {"path": s["path"], "encoding": s.get("encoding"), "documents": s["documents"], "bad_records": s["bad_records"]["total"]}
+            for s in inputs
+        ],
         "skipped_files": config.skipped_files,
         "shards": shards,
         "totals": totals,

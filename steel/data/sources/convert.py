@@ -4,8 +4,9 @@ Each work unit (usually one input file) is read by its adapter and written to it
 `{source}-{unit:05d}-{part:04d}.jsonl[.gz|.zst]`, so units never share a file and a crash leaves
 only whole shards behind. Records whose `split` is `heldout` go to `heldout/` instead, so that a
 later stage reading the output directory's shards never reads evaluation data by accident.
-`summary.json` records the inputs with their encodings, the shards (paths relative to the output directory) with their
-record counts, and every bad or skipped record by reason, with examples naming file and line.
+`summary.json` records the inputs with their encodings, the shards (paths relative to the output
+directory) with their record counts, and every bad or skipped record by reason, with examples
+naming file and line.
 An input whose encoding is not detected is left out whole and listed under `skipped_files`, and
 the other inputs are still converted.
 """
