@@ -213,6 +213,9 @@ def test_bad_input_is_reported_and_counted(tmp_path, caplog):
     assert f"{messy}:4" in examples
     assert str(empty) in examples
     assert str(binary) in examples
+    unreadable = manifest["skipped_examples"]["unreadable file"][0]
+    assert unreadable.startswith(f"{binary}: unreadable file")
+    assert unreadable.endswith("pass --encoding NAME.)")
     assert any(f"{messy}:5" in record.getMessage() for record in caplog.records)
 
 
