@@ -17,7 +17,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def info_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="preset name (e.g. steel-1b), model directory, config.json or YAML file")
+    parser.add_argument(
+        "model",
+        help="preset name (e.g. steel-1b); run, checkpoint or exported model directory (only its config is read); "
+        "JSON config file (config.json, model_config.json); or YAML file with model fields or a recipe's model section",
+    )
     parser.add_argument("--vocab-size", type=int, help="replace vocab_size, e.g. with a tokenizer's vocab_size")
     parser.add_argument("--ffn-type", choices=sorted(FFN_DESCRIPTIONS), help="replace the FFN variant")
     parser.add_argument("--seq-len", type=int, help="sequence length for the FLOPs count (default: max_position_embeddings)")
