@@ -106,7 +106,13 @@ class ReadShard(PipelineStep):
             num_chars += len(text)
             self.stat_update("documents")
             yield Document(text=text, id=f"{rank:05d}:{line_no}", metadata={"record": record})
-        summary = {"path": path, "encoding": encoding, "documents": num_docs, "chars": num_chars, "bad_records": bad.to_dict()}
+        summary = {
+            "path": path,
+            "encoding": encoding,
+            "documents": num_docs,
+            "chars": num_chars,
+            "bad_records": bad.to_dict(),
+        }
         io.write_json(Path(self.work_dir) / "stats" / f"{rank:05d}" / "input.json", summary)
 
 
@@ -567,16 +573,22 @@ def finish(config: CleanConfig) -> dict:
     manifest = {
         "format": "steel-clean/1",
         "recipe": {**recipe.to_dict(), "source": recipe.source, "fingerprint": recipe.fingerprint(), "ignored_keys": recipe.ignored_keys},
-        "inputs": [
-            {"path": s["path"], "encoding": s.get("encoding"), "documents": s["documents"], "bad_records": s["bad_records"]["total"]}
-            for s in inputs
-        ],
+        "inputs": [_manifest_input(s) for s in inputs],
         "skipped_files": config.skipped_files,
         "shards": shards,
         "totals": totals,
     }
     io.write_json(out / "manifest.json", manifest)
     return stats
+
+
+def _manifest_input(summary: dict) -> dict:
+    return {
+        "path": summary["path"],
+        "encoding": summary.get("encoding"),  # absent from runs started before encodings were recorded
+        "documents": summary["documents"],
+        "bad_records": summary["bad_records"]["total"],
+    }
 
 
 def _without_examples(stats: dict) -> dict:

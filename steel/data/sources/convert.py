@@ -140,8 +140,10 @@ def _language_text(record: dict) -> str:
     return record["text"]
 
 
-def _check_encodings(inputs: list[Path], encoding: str | None) -> tuple[list[Path], dict[str, str | None], list[SkippedFile]]:
-    """Split `inputs` into files to convert, with their encodings, and files whose encoding is not detected.
+def _check_encodings(
+    inputs: list[Path], encoding: str | None
+) -> tuple[list[Path], dict[str, str | None], list[SkippedFile]]:
+    """Split `inputs` into files to convert, with their encodings, and files of an undetected encoding.
 
     Returns the readable files, the encoding of each by path (`encoding` when given, None for
     Parquet) and the skipped files. The check runs before any output is written, so a skipped file
@@ -152,7 +154,7 @@ def _check_encodings(inputs: list[Path], encoding: str | None) -> tuple[list[Pat
 
     encodings, skipped = detect_encodings(inputs, remedy=ENCODING_OPTION_REMEDY)
     for path, detected in encodings.items():
-        # UTF-8 is the expected case; any other detection is logged so that a user can check it.
+        # Plain UTF-8 is the usual case, so only other detections are logged where a user sees them.
         level = logging.DEBUG if detected in (None, "utf-8") else logging.INFO
         logger.log(level, "input %s: detected encoding %s", path, detected)
     for skipped_file in skipped:
@@ -164,8 +166,9 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
     """Convert `inputs` (or the adapter's embedded files when empty) and write `summary.json`.
 
     Returns the summary. Raises ValueError for an unknown source, missing inputs, or an output
-    path that is a file, cannot be created or already contains a conversion. Without `options.encoding`, text files whose
-    encoding is not detected are skipped and listed in the summary's `skipped_files`.
+    path that is a file, cannot be created or already contains a conversion. Without
+    `options.encoding`, text files whose encoding is not detected are skipped and listed in the
+    summary's `skipped_files`.
     """
     adapter = get_adapter(config.source)
     inputs = [Path(path) for path in inputs] or adapter.default_inputs()
@@ -182,7 +185,8 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
     try:
         config.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"cannot create the output directory {config.output_dir}: {error.strerror}; give another --output") from None
+        message = f"cannot create the output directory {config.output_dir}: {error.strerror}; give another --output"
+        raise ValueError(message) from None
     logger.info("converting %d input file(s) of %s with %d process(es)", len(readable), config.source, num_workers)
 
     start = time.perf_counter()

@@ -16,9 +16,10 @@ belongs to exactly one document. The rule is a heuristic: a short sub-heading in
 Reviews. 35,124 lines (one of them blank) hold 17,410 distinct texts once surrounding whitespace is
 stripped, and 47 of them are in both lists. Each distinct text is kept once with its label, texts
 with both labels are dropped, and every review gets a split by the hash of its text: `heldout` for
-about 10% of them, `train` for the rest. Every input line is counted once: as a review kept, a
-duplicate, a line of a text in both lists, a blank line, or a bad record (invalid bytes). The split depends only on the text, so it is the same in every run
-and every stage, and held-out reviews can be kept out of pretraining and SFT data.
+about 10% of them, `train` for the rest. The split depends only on the text, so it is the same in
+every run and every stage, and held-out reviews can be kept out of pretraining and SFT data.
+Every input line is counted once: as a review kept, a duplicate, a line of a text in both lists,
+a blank line, or a bad record (invalid bytes).
 """
 
 import hashlib
