@@ -162,6 +162,14 @@ def run_data_juicer(process: list[dict], input_dir: Path, work: Path) -> tuple[f
     return wall, cpu
 
 
+def output_digests(output_dir: Path) -> dict[str, str]:
+    """sha256 of every cleaned shard, stats.json and example file, by path under the output directory."""
+    import hashlib
+
+    paths = sorted([*output_dir.glob("shards/*"), output_dir / "stats.json", *output_dir.glob("examples/*")])
+    return {str(p.relative_to(output_dir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
 def count_lines(directory: Path, pattern: str) -> int:
     return sum(sum(1 for _ in p.open(encoding="utf-8")) for p in directory.glob(pattern))
 
@@ -225,6 +233,10 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4, help="input files (Steel runs one task per file)")
     parser.add_argument("--profile", action="store_true", help="also time each Steel operator in one process")
     parser.add_argument("--skip-data-juicer", action="store_true", help="measure Steel only")
+    parser.add_argument(
+        "--digest", action="store_true",
+        help="print the sha256 of Steel's output files, to check that a change keeps the output byte for byte",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.samples is None:
         print("skipped: bench_clean.py needs --samples DIR, the directory with the sample corpora")
@@ -243,6 +255,9 @@ def main() -> None:
 
         steel_wall, steel_cpu = run_steel(process, input_dir, work)
         steel_kept = count_lines(work / "steel-out" / "shards", "*.jsonl")
+        if args.digest:
+            for name, digest in output_digests(work / "steel-out").items():
+                print(f"sha256 {digest}  {name}")
         rows = [("steel", steel_wall, steel_cpu, steel_kept)]
         if not args.skip_data_juicer:
             dj_wall, dj_cpu = run_data_juicer(process, input_dir, work)
