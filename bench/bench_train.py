@@ -307,12 +307,12 @@ class PretrainRun:
         self.step_seconds: list[float] = []
         self.trainer_tokens_per_s: list[float] = []
 
-    def __call__(self, batch: torch.Tensor | None = None) -> None:
+    def __call__(self) -> None:
         self.runs += 1
         run_dir = self.scratch / f"pretrain-{self.runs}"
         command = [
             sys.executable, "-m", "steel", "pretrain", str(RECIPE), f"run_dir={run_dir}",
-            f"data.shards=[{self.shards}]", *STEEL_MODEL_OVERRIDES[1:], *BATCH_OVERRIDES,
+            f"data.shards=[{self.shards}]", *STEEL_MODEL_OVERRIDES, *BATCH_OVERRIDES,
             f"schedule.max_steps={self.steps + 1}", "schedule.warmup_steps=2", "checkpoint.interval=100000",
             "logging.log_interval=1", "logging.eval_interval=0", "logging.sample_interval=0",
             "logging.progress_bar=false", f"system.num_threads={self.threads}",
