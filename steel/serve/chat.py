@@ -5,7 +5,7 @@ from typing import TextIO
 
 from steel.serve.engine import FINISH_LENGTH, Engine, GenerationRequest, GenerationUpdate
 from steel.serve.sampling import SamplingParams
-from steel.serve.user_text import InvalidTextError, read_line, read_terminal_line
+from steel.tokenizer.user_text import InvalidTextError, read_line, read_terminal_line
 from steel.tokenizer.chat import encode_chat
 
 HELP = """commands:

@@ -80,7 +80,7 @@ def _exit_invalid_input(message: str) -> NoReturn:
 
 
 def _read_prompt(args: argparse.Namespace) -> str:
-    from steel.serve.user_text import InvalidTextError, check_text, read_all
+    from steel.tokenizer.user_text import InvalidTextError, check_text, read_all
 
     try:
         if args.prompt == "-":
@@ -134,7 +134,7 @@ def chat_parser(parser: argparse.ArgumentParser) -> None:
 def chat(args: argparse.Namespace) -> int:
     """Chat with a model in the terminal; /reset, /system TEXT and /exit control the conversation."""
     from steel.serve.chat import run_chat
-    from steel.serve.user_text import InvalidTextError, check_text
+    from steel.tokenizer.user_text import InvalidTextError, check_text
 
     if args.system is not None:
         try:

@@ -24,7 +24,13 @@ def encode_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def encode(args: argparse.Namespace) -> int:
-    text = args.text if args.text is not None else sys.stdin.read()
+    from steel.tokenizer.user_text import InvalidTextError, check_text, read_all
+
+    try:
+        text = check_text(args.text, "the text argument") if args.text is not None else read_all(sys.stdin)
+    except InvalidTextError as error:
+        print(f"steel tokenizer encode: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(_load(args.tokenizer).encode(text, allow_special=args.allow_special)))
     return 0
 

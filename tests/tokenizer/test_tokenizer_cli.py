@@ -51,3 +51,16 @@ def test_export_writes_hf_directory(tmp_path, capsys):
     config = json.loads((tmp_path / "qwen" / "tokenizer_config.json").read_text())
     assert config["eos_token"] == "<|im_end|>"
     assert config["pad_token"] == "<|endoftext|>"
+
+
+def test_encode_rejects_gbk_input(monkeypatch, capsys):
+    import io
+
+    gbk = "你好".encode("gbk")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(gbk), encoding="utf-8", errors="surrogateescape"))
+    assert main(["tokenizer", "encode"]) == 2
+    assert "standard input is not valid UTF-8 (byte 0xc4 at character 0)" in capsys.readouterr().err
+
+    # A command-line argument carries the same bytes as surrogates.
+    assert main(["tokenizer", "encode", gbk.decode("utf-8", "surrogateescape")]) == 2
+    assert "the text argument is not valid UTF-8" in capsys.readouterr().err
