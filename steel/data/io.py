@@ -523,6 +523,23 @@ def iter_parquet(path: str | Path, columns: list[str] | None = None, batch_size:
 # Writers
 
 
+def check_output_dir(path: str | Path) -> None:
+    """Raise ValueError when the output path `path` exists but is not a directory."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"the output path {path} is a file, not a directory; give a new --output directory")
+
+
+def make_output_dir(path: str | Path) -> Path:
+    """Create the output directory `path` with its parents; raise ValueError naming it when that fails."""
+    path = Path(path)
+    check_output_dir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create the output directory {path}: {error.strerror}; give another --output") from None
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` and rename it to `path` when the block succeeds."""

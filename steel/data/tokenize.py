@@ -456,11 +456,16 @@ def _validation_threshold(config: TokenizeConfig, files: list[Path]) -> int | No
 
 
 def _prepare_output(output: Path, overwrite: bool) -> None:
+    from steel.data.io import make_output_dir
+
     old_manifest = output / MANIFEST_FILE
     old_shards = sorted(output.glob("*.bin")) if output.is_dir() else []
     if (old_manifest.exists() or old_shards) and not overwrite:
         raise SystemExit(f"{output} already contains token shards; pass --overwrite to replace them")
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        make_output_dir(output)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     for path in old_shards:
         path.unlink()
     old_manifest.unlink(missing_ok=True)

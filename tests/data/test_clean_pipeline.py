@@ -167,6 +167,19 @@ def test_stats_command_prints_both_recipes(corpus, zh_web_output, capsys):
     assert alone["alphanumeric_filter"] == 6
 
 
+@pytest.mark.parametrize(
+    "output_name, message",
+    [("existing", "is a file, not a directory"), ("existing/sub", "cannot create the output directory")],
+)
+def test_clean_rejects_file_as_output(corpus, tmp_path, output_name, message):
+    (tmp_path / "existing").write_text("not a directory\n", encoding="utf-8")
+    output = tmp_path / output_name
+    with pytest.raises(SystemExit, match=message) as caught:
+        main(["data", "clean", "--recipe", "zh-web", str(corpus[0]), "--output", str(output)])
+    assert str(output) in str(caught.value)
+    assert (tmp_path / "existing").read_text(encoding="utf-8") == "not a directory\n"
+
+
 def test_clean_missing_input(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         main(["data", "clean", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "out")])

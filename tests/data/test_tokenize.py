@@ -219,6 +219,20 @@ def test_bad_input_is_reported_and_counted(tmp_path, caplog):
     assert any(f"{messy}:5" in record.getMessage() for record in caplog.records)
 
 
+@pytest.mark.parametrize(
+    "output_name, message",
+    [("existing", "is a file, not a directory"), ("existing/sub", "cannot create the output directory")],
+)
+def test_file_as_output_is_rejected(tmp_path, output_name, message):
+    good = _write_jsonl(tmp_path / "good.jsonl", [{"text": "好的文档"}])
+    (tmp_path / "existing").write_text("not a directory\n", encoding="utf-8")
+    output = tmp_path / output_name
+    with pytest.raises(SystemExit, match=message) as caught:
+        main(["data", "tokenize", str(good), "--output", str(output)])
+    assert str(output) in str(caught.value)
+    assert (tmp_path / "existing").read_text(encoding="utf-8") == "not a directory\n"
+
+
 def test_no_documents_is_an_error(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")

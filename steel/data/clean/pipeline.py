@@ -379,7 +379,11 @@ def finish_from_plan(output_dir: Path) -> dict:
 
 def _prepare_output(config: CleanConfig) -> None:
     """Create the work directory; a rerun must clean the same inputs with the same recipe."""
-    config.work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        io.make_output_dir(config.work_dir.parent)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    config.work_dir.mkdir(exist_ok=True)
     plan_path = config.work_dir / "plan.json"
     plan = _plan(config)
     if plan_path.is_file():

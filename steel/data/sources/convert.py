@@ -22,7 +22,16 @@ from typing import Any
 
 from tqdm import tqdm
 
-from steel.data.io import ENCODING_OPTION_REMEDY, SkippedFile, data_suffix, detect_encodings, open_output, write_json
+from steel.data.io import (
+    ENCODING_OPTION_REMEDY,
+    SkippedFile,
+    check_output_dir,
+    data_suffix,
+    detect_encodings,
+    make_output_dir,
+    open_output,
+    write_json,
+)
 from steel.data.langid import detect_language
 from steel.data.sources.base import ConversionLog, ReadOptions, get_adapter
 
@@ -182,11 +191,7 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
 
     units = adapter.work_units(readable) if readable else []
     num_workers = max(min(config.num_workers or os.cpu_count() or 1, len(units)), 1)
-    try:
-        config.output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        message = f"cannot create the output directory {config.output_dir}: {error.strerror}; give another --output"
-        raise ValueError(message) from None
+    make_output_dir(config.output_dir)
     logger.info("converting %d input file(s) of %s with %d process(es)", len(readable), config.source, num_workers)
 
     start = time.perf_counter()
@@ -198,8 +203,7 @@ def convert_source(config: ConvertConfig, inputs: list[Path], progress: bool = T
 
 def _check_output_dir(output_dir: Path) -> None:
     """Raise ValueError when `output_dir` is a file or already contains a conversion."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"the output path {output_dir} is a file, not a directory; give a new --output directory")
+    check_output_dir(output_dir)
     if (output_dir / SUMMARY_NAME).exists():
         raise ValueError(f"{output_dir} already contains a conversion ({SUMMARY_NAME}); choose another --output directory")
 
