@@ -12,9 +12,9 @@ Data-Juicer's operators split words on whitespace. A Chinese paragraph has no sp
 - `line`: a line of `str.splitlines()`.
 
 A `TextView` segments a document once and shares the result: measured on the sample corpora,
-jieba segmentation is the largest per-document cost, and several filters need the same words. It
-also segments jieba's blocks one at a time, so that a filter can stop once a lower bound of the word
-count decides it.
+jieba segmentation costs far more per character than any other operator, and several filters need
+the same words. It also segments jieba's blocks one at a time, so that a filter can stop once a
+lower bound of the word count decides it.
 """
 
 import logging
