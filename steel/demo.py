@@ -204,10 +204,8 @@ class StageRunner:
 
         run_id = _digest({"key": key, "finished": time.time()})
         recorded = [str(stage_dir / path) for path in outputs] + sorted(_paths_in(result, self.output))
-        _write_json(
-            marker,
-            {"key": key, "run_id": run_id, "seconds": seconds, "settings": settings, "outputs": recorded, "result": result},
-        )
+        finished = {"key": key, "run_id": run_id, "seconds": seconds, "settings": settings, "outputs": recorded}
+        _write_json(marker, {**finished, "result": result})
         self.run_ids[name] = run_id
         self.results[name] = result
         self.timings[name] = {"seconds": seconds, "reused": False}

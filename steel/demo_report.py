@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import math
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from steel.demo import Demo
 
-# Thresholds the demo is expected to reach; the report marks each one PASS or FAIL.
+# Thresholds the demo is expected to reach. The report marks each one PASS or FAIL.
 MIN_NATS_BELOW_UNIGRAM = 0.5
 MIN_SFT_ACCURACY = {"full": 0.80, "fast": 0.65}
+
+# Loss chart of each training stage: title, metrics field and label of the x axis, y-axis label.
+# SFT is drawn against steps because its token count includes the masked prompt tokens.
+LOSS_CHARTS = {
+    "pretrain": ("pretraining loss", "tokens", "tokens", "loss (nats per token)"),
+    "sft": ("SFT loss (review sentiment)", "step", "optimizer step", "loss (nats per assistant token)"),
+}
 
 
 def write_report(demo: Demo, total_seconds: float) -> Path:
@@ -23,8 +30,9 @@ def write_report(demo: Demo, total_seconds: float) -> Path:
         "corpus": plot_corpus(results["tokens"]["tokens_by_source"], output / "corpus.png"),
         "evaluation": plot_evaluation(results["evaluate"], output / "evaluation.png"),
     }
-    charts.update(copy_loss_charts(Path(results["pretrain"]["run_dir"]), output, "pretrain"))
-    charts.update(copy_loss_charts(Path(results["sft"]["run_dir"]), output, "sft"))
+    model_name = demo.profile.model_preset
+    charts.update(plot_training_run(Path(results["pretrain"]["run_dir"]), output, "pretrain", model_name))
+    charts.update(plot_training_run(Path(results["sft"]["run_dir"]), output, "sft", model_name))
 
     report = build_report_data(demo, total_seconds, charts)
     _write_text(output / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -35,11 +43,11 @@ def write_report(demo: Demo, total_seconds: float) -> Path:
 def build_report_data(demo: Demo, total_seconds: float, charts: dict[str, str]) -> dict:
     results = demo.stages.results
     evaluation = results["evaluate"]
-    sft_accuracy = evaluation["sentiment"]["sft"]["accuracy"]
-    required_accuracy = MIN_SFT_ACCURACY[demo.profile.name]
+    checks = build_checks(evaluation, MIN_SFT_ACCURACY[demo.profile.name])
     return {
         "profile": demo.profile.name,
         "tokenizer": demo.settings.tokenizer,
+        "model": describe_model(demo.profile.model_preset, Path(results["pretrain"]["run_dir"])),
         "total_seconds": total_seconds,
         "stages": demo.stages.timings,
         "corpus": results["sources"],
@@ -53,24 +61,85 @@ def build_report_data(demo: Demo, total_seconds: float, charts: dict[str, str]) 
         "majority_baseline": evaluation["majority_baseline"],
         "contamination": evaluation["contamination"],
         "chat": results["chat"]["replies"],
-        "checks": {
-            "loss_below_unigram": evaluation["loss_below_unigram"] > 0,
-            "loss_at_least_0.5_nats_below_unigram": evaluation["loss_below_unigram"] >= MIN_NATS_BELOW_UNIGRAM,
-            f"sft_accuracy_at_least_{required_accuracy}": sft_accuracy >= required_accuracy,
-            "no_heldout_review_in_training_data": (
-                evaluation["contamination"]["exact_in_pretraining"]
-                + evaluation["contamination"]["exact_in_sft"]
-                + evaluation["contamination"]["ngram_overlap_flagged"]
-            )
-            == 0,
-        },
+        "checks": {name: passed for name, passed, _ in checks},
+        "check_descriptions": {name: description for name, _, description in checks},
         "charts": charts,
+    }
+
+
+def build_checks(evaluation: dict, required_accuracy: float) -> list[tuple[str, bool, str]]:
+    """Return (identifier, passed, plain-language description) for each check of the report."""
+    contamination = evaluation["contamination"]
+    leaked = sum(contamination[field] for field in ("exact_in_pretraining", "exact_in_sft", "ngram_overlap_flagged"))
+    loss_gap = evaluation["loss_below_unigram"]
+    sft_accuracy = evaluation["sentiment"]["sft"]["accuracy"]
+    return [
+        (
+            "loss_below_unigram",
+            loss_gap > 0,
+            f"the base model's validation loss is {loss_gap:.2f} nats per token below the add-one unigram "
+            "model's on the same tokens, so it predicts held-out text better than token frequencies alone",
+        ),
+        (
+            f"loss_at_least_{MIN_NATS_BELOW_UNIGRAM}_nats_below_unigram",
+            loss_gap >= MIN_NATS_BELOW_UNIGRAM,
+            f"that gap is at least {MIN_NATS_BELOW_UNIGRAM} nats per token",
+        ),
+        (
+            f"sft_accuracy_at_least_{required_accuracy}",
+            sft_accuracy >= required_accuracy,
+            f"the SFT model labels at least {required_accuracy:.0%} of the held-out reviews correctly: it "
+            f"labelled {sft_accuracy:.1%}, and always answering one label scores 50%",
+        ),
+        (
+            "no_heldout_review_in_training_data",
+            leaked == 0,
+            "no evaluated review appears in the pretraining text or the SFT data, exactly or as a "
+            f"near-duplicate: {leaked} found",
+        ),
+    ]
+
+
+def describe_model(preset: str, run_dir: Path) -> dict:
+    """Describe the trained model from the configuration and weights of the run's latest checkpoint."""
+    from safetensors import safe_open
+
+    from steel.train.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise SystemExit(
+            f"{run_dir} has no complete checkpoint. Delete {run_dir} and run the same demo command again to retrain it."
+        )
+    config = json.loads((checkpoint / "model_config.json").read_text(encoding="utf-8"))
+
+    parameters = 0
+    with safe_open(checkpoint / "model.safetensors", framework="numpy") as weights:
+        for name in weights.keys():
+            shape = weights.get_slice(name).get_shape()
+            parameters += math.prod(shape)
+
+    ffn_type = config["ffn_type"]
+    return {
+        "preset": preset,
+        "parameters": parameters,
+        "ffn_type": ffn_type,
+        "causal": ffn_type != "soft_moe",
+        "num_hidden_layers": config["num_hidden_layers"],
+        "hidden_size": config["hidden_size"],
+        "num_attention_heads": config["num_attention_heads"],
+        "num_key_value_heads": config["num_key_value_heads"],
+        "n_experts": config.get("n_experts"),
+        "vocab_size": config["vocab_size"],
+        "max_position_embeddings": config["max_position_embeddings"],
     }
 
 
 def render_markdown(report: dict) -> str:
     validation = report["validation"]
     sentiment = report["sentiment"]
+    model = report["model"]
+    descriptions = report.get("check_descriptions", {})
     lines = [
         f"# Steel demo report ({report['profile']})",
         "",
@@ -78,9 +147,16 @@ def render_markdown(report: dict) -> str:
         f"{sum(t['seconds'] for t in report['stages'].values()) / 60:.1f} min when they ran (reused stages "
         f"count with their original time). Tokenizer: {report['tokenizer']}.",
         "",
+        "## Model",
+        "",
+        _model_sentence(model),
+        "",
         "## Checks",
         "",
-        *[f"- {'PASS' if passed else 'FAIL'}: {name}" for name, passed in report["checks"].items()],
+        *[
+            f"- {'PASS' if passed else 'FAIL'} `{name}`: {descriptions.get(name, '')}"
+            for name, passed in report["checks"].items()
+        ],
         "",
         "## Stages",
         "",
@@ -113,7 +189,9 @@ def render_markdown(report: dict) -> str:
         "",
         "## Pretraining",
         "",
-        f"{report['pretrain']['steps']} optimizer steps.",
+        f"{report['pretrain']['steps']} optimizer steps of `{model['preset']}`. Losses are next-token "
+        "cross-entropy in nats per token (natural log); ln of the vocabulary size "
+        f"({math.log(model['vocab_size']):.2f}) is the loss of a uniform guess.",
         "",
         "| measure | value |",
         "|---|---:|",
@@ -144,14 +222,37 @@ def render_markdown(report: dict) -> str:
         "",
         f"![evaluation]({report['charts']['evaluation']})",
         "",
+        "## SFT",
+        "",
+        f"{report['sft']['samples']:,} training reviews as chat turns. The SFT loss counts the assistant's "
+        "tokens only (the answer 正面 or 负面 and the `<|im_end|>` that closes it); the prompt is masked out, "
+        "so this loss is not comparable with the pretraining loss.",
+        "",
         *[f"![{name}]({path})" for name, path in report["charts"].items() if name.startswith("sft")],
         "",
         "## Chat",
+        "",
+        "The SFT model was fine-tuned on review-sentiment classification only: every answer it saw in SFT "
+        "is 正面 or 负面. Prompts that are not a review question show that limit rather than general chat "
+        "ability. Replies are greedy, at most 48 new tokens.",
         "",
         *[f"- **用户**：{turn['prompt']}\n  **助手**：{turn['reply']}" for turn in report["chat"]],
         "",
     ]
     return "\n".join(lines)
+
+
+def _model_sentence(model: dict) -> str:
+    causality = "causal" if model["causal"] else "non-causal (it reads later tokens of the same sequence)"
+    experts = f", {model['n_experts']} experts" if model.get("n_experts") else ""
+    return (
+        f"`{model['preset']}`, {model['parameters'] / 1e6:.2f}M parameters: a Qwen1.5-style decoder with "
+        f"{model['num_hidden_layers']} layers, hidden size {model['hidden_size']}, "
+        f"{model['num_attention_heads']} attention heads ({model['num_key_value_heads']} key-value heads), "
+        f"FFN `{model['ffn_type']}` ({causality}{experts}), a {model['vocab_size']:,}-token vocabulary and "
+        f"a context of {model['max_position_embeddings']} tokens. The SFT model has the same architecture "
+        "and starts from the pretrained weights."
+    )
 
 
 def _label_counts(corpus: dict) -> str:
@@ -200,14 +301,43 @@ def plot_evaluation(evaluation: dict, path: Path) -> str:
     return path.name
 
 
-def copy_loss_charts(run_dir: Path, output: Path, prefix: str) -> dict[str, str]:
-    """Copy the PNGs `steel plot` wrote for a run next to the report, named by stage."""
-    charts = {}
-    for png in sorted(run_dir.rglob("*.png")):
-        name = f"{prefix}-{png.stem}"
-        shutil.copyfile(png, output / f"{name}.png")
-        charts[name] = f"{name}.png"
-    return charts
+def plot_training_run(run_dir: Path, output: Path, stage: str, model_name: str) -> dict[str, str]:
+    """Draw the loss and learning-rate charts of a training run, titled by stage and model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from steel.train.metrics import read_metrics
+
+    records = read_metrics(run_dir)
+    train = sorted((r for r in records if r["kind"] == "train"), key=lambda r: r["step"])
+    val = sorted((r for r in records if r["kind"] == "val"), key=lambda r: r["step"])
+    title, x_field, x_label, loss_label = LOSS_CHARTS[stage]
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot([r[x_field] for r in train], [r["loss"] for r in train], label="train", linewidth=1)
+    if val:
+        axis.plot([r[x_field] for r in val], [r["val_loss"] for r in val], "o-", label="validation", markersize=3)
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(loss_label)
+    axis.set_title(f"{title}: {model_name}")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(output / f"{stage}-loss.png", dpi=100)
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(7, 3))
+    axis.plot([r["step"] for r in train], [r["lr"] for r in train], linewidth=1)
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("learning rate")
+    axis.set_title(f"{stage} learning rate: {model_name}")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(output / f"{stage}-lr.png", dpi=100)
+    plt.close(figure)
+    return {f"{stage}-loss": f"{stage}-loss.png", f"{stage}-lr": f"{stage}-lr.png"}
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,12 @@ def test_interrupted_plain_stage_starts_empty(tmp_path):
         StageRunner(tmp_path, fresh=False).run("sources", {}, [], crash)
 
     seen = []
-    StageRunner(tmp_path, fresh=False).run("sources", {}, [], lambda d: seen.append(sorted(p.name for p in d.iterdir())) or {})
+
+    def list_files(stage_dir: Path) -> dict:
+        seen.append(sorted(p.name for p in stage_dir.iterdir()))
+        return {}
+
+    StageRunner(tmp_path, fresh=False).run("sources", {}, [], list_files)
     assert seen == [[".stage-key"]]
 
 
@@ -373,3 +379,96 @@ def test_full_demo_reaches_targets(tmp_path):
     assert report["unigram_baseline_loss"] - report["validation"]["loss"] >= 0.5
     assert report["sentiment"]["sft"]["questions"] >= 500
     assert report["sentiment"]["sft"]["accuracy"] >= 0.80
+
+
+# The fields of a steel-tiny `model_config.json` that the report reads.
+TINY_MODEL_CONFIG = {
+    "model_type": "steel",
+    "ffn_type": "soft_moe_causal",
+    "n_experts": 4,
+    "num_hidden_layers": 2,
+    "hidden_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 300,
+    "max_position_embeddings": 256,
+}
+
+
+def _training_run(run_dir: Path) -> int:
+    """Write a run directory with one checkpoint and two logged steps, and return its parameter count."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    checkpoint = run_dir / "checkpoints" / "step-00000002"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "checkpoint.json").write_text(json.dumps({"stage": "pretrain"}), encoding="utf-8")
+    (checkpoint / "model_config.json").write_text(json.dumps(TINY_MODEL_CONFIG), encoding="utf-8")
+    weights = {"embed_tokens.weight": np.zeros((300, 128), np.float32), "norm.weight": np.ones(128, np.float32)}
+    save_file(weights, str(checkpoint / "model.safetensors"))
+
+    records = [{"kind": "start", "step": 0}]
+    records += [{"kind": "train", "step": s, "tokens": 100 * s, "loss": 5.0 - s, "lr": 1e-3} for s in (1, 2)]
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    return 300 * 128 + 128
+
+
+def _finished_demo(output: Path):
+    from steel.demo import PROFILES
+
+    parameters = _training_run(output / "pretrain" / "run")
+    _training_run(output / "sft" / "run")
+    contamination = {"exact_in_pretraining": 0, "exact_in_sft": 0, "ngram_overlap_flagged": 1}
+    results = {
+        "sources": {"news_documents": 3, "train_reviews": 4, "heldout_reviews": 2, "train_review_labels": {"正面": 2, "负面": 2}},
+        "clean": {"recipes": [{"recipe": "zh-web", "documents_in": 7, "documents_out": 6, "kept_fraction": 6 / 7, "top_removals": []}]},
+        "tokens": {
+            "totals": {"train_tokens": 900, "validation_tokens": 100},
+            "tokens_by_source": {"news": 600, "reviews": 400},
+            "tokens_by_language": {"zh": 1000},
+        },
+        "pretrain": {"run_dir": str(output / "pretrain" / "run"), "steps": 2},
+        "sft": {"run_dir": str(output / "sft" / "run"), "samples": 4},
+        "evaluate": {
+            "validation": {"loss": 5.0, "ppl": 148.4, "bits_per_char": 7.0},
+            "unigram_baseline_loss": 5.2,
+            "loss_below_unigram": 0.2,
+            "sentiment": {"base": {"accuracy": 0.5, "questions": 200}, "sft": {"accuracy": 0.7, "questions": 200}},
+            "majority_baseline": 0.5,
+            "contamination": contamination,
+        },
+        "chat": {"replies": [{"prompt": "请介绍一下北京。", "reply": "负面"}]},
+    }
+    stages = SimpleNamespace(results=results, timings={name: {"seconds": 1.0, "reused": False} for name in results})
+    demo = SimpleNamespace(output=output, profile=PROFILES["fast"], settings=SimpleNamespace(tokenizer="bpe"), stages=stages)
+    return demo, parameters
+
+
+def test_report_names_model_and_explains_checks(tmp_path):
+    from steel.demo_report import write_report
+
+    demo, parameters = _finished_demo(tmp_path)
+    markdown = write_report(demo, 60.0).read_text(encoding="utf-8")
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+
+    assert report["model"]["preset"] == "steel-tiny"
+    assert report["model"]["parameters"] == parameters
+    assert report["model"]["causal"] is True
+    assert f"`steel-tiny`, {parameters / 1e6:.2f}M parameters" in markdown
+    assert "FFN `soft_moe_causal` (causal, 4 experts)" in markdown
+
+    assert report["checks"] == {
+        "loss_below_unigram": True,
+        "loss_at_least_0.5_nats_below_unigram": False,
+        "sft_accuracy_at_least_0.65": True,
+        "no_heldout_review_in_training_data": False,
+    }
+    assert "- FAIL `loss_at_least_0.5_nats_below_unigram`: that gap is at least 0.5 nats per token" in markdown
+    assert "near-duplicate: 1 found" in markdown
+    assert "labelled 70.0%" in markdown
+
+    assert "nats per token" in markdown
+    assert "counts the assistant's tokens only" in markdown
+    assert "fine-tuned on review-sentiment classification only" in markdown
+    for chart in ("pretrain-loss", "pretrain-lr", "sft-loss", "sft-lr", "corpus", "evaluation"):
+        assert (tmp_path / report["charts"][chart]).is_file()
