@@ -191,12 +191,21 @@ def _config_from_recipe_model(fields: dict, overrides: dict) -> SteelConfig:
                 config.vocab_size,
             )
     elif fields.get("config") is not None:
-        config = _config_from_path(Path(fields["config"]))
+        config = _config_from_recipe_path("config", Path(fields["config"]))
     elif fields.get("init_from") is not None:
-        config = _config_from_path(Path(fields["init_from"]))
+        config = _config_from_recipe_path("init_from", Path(fields["init_from"]))
     else:
         raise ValueError("the model section sets none of preset, config and init_from; set one of them")
     return _with_overrides(config, {**recipe_overrides, **overrides})
+
+
+def _config_from_recipe_path(key: str, path) -> SteelConfig:
+    if not path.exists():
+        raise ValueError(
+            f"model.{key} {path} not found (paths are relative to the working directory); "
+            "train or export that model first, or run from the directory the recipe expects"
+        )
+    return _config_from_path(path)
 
 
 def _config_from_yaml(path, overrides: dict) -> SteelConfig:

@@ -97,7 +97,8 @@ def test_info_reads_shipped_recipe(tmp_path, capsys, caplog):
     ("  preset: steel-tiny\n  overrides: {hiden_size: 8}\n", "hiden_size"),
     ("  preset: steel-tiny\n  hidden_size: 8\n  overrides: {}\n", "unknown key(s) hidden_size in the model section"),
     ("  overrides: {hidden_size: 8}\n", "sets none of preset, config and init_from"),
-], ids=["misspelt-override", "field-outside-overrides", "no-base"])
+    ("  init_from: absent-run\n", "model.init_from absent-run not found"),
+], ids=["misspelt-override", "field-outside-overrides", "no-base", "missing-init-from"])
 def test_info_rejects_bad_recipe_section(tmp_path, section, expected):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("model:\n" + section)
