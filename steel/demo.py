@@ -37,6 +37,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -243,8 +244,8 @@ def _paths_in(value, root: Path) -> Iterator[str]:
 def _run_child(arguments: tuple[str | Path, ...], capture: bool) -> subprocess.CompletedProcess:
     """Run `steel ARGUMENTS` in a subprocess. On Ctrl-C, stop it and re-raise KeyboardInterrupt.
 
-    The child gets its own process group, so a Ctrl-C in the terminal reaches only the demo, which
-    stops the child with SIGTERM and prints one message instead of two tracebacks. The trainer
+    The child leads its own process group, so a Ctrl-C in the terminal reaches only the demo, which
+    stops that group with SIGTERM and prints one message instead of two tracebacks. The trainer
     writes each checkpoint under a temporary name and renames it, so a stopped training run keeps
     its latest complete checkpoint.
     """
@@ -261,12 +262,20 @@ def _run_child(arguments: tuple[str | Path, ...], capture: bool) -> subprocess.C
 
 
 def _stop_child(process: subprocess.Popen) -> None:
-    process.terminate()
+    """Send SIGTERM to the child's process group (its worker processes too), then SIGKILL if it lingers."""
+    _signal_group(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=CHILD_STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
-        process.kill()
+        _signal_group(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def _signal_group(group_id: int, signal_number: int) -> None:
+    try:
+        os.killpg(group_id, signal_number)
+    except ProcessLookupError:
+        pass  # every process of the group has exited already
 
 
 def run_steel(*arguments: str | Path) -> None:
