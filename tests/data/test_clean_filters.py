@@ -218,6 +218,7 @@ def test_jieba_lower_bound_segments_only_what_it_needs():
 
 BLOCK_TEXTS = SHORTCUT_TEXTS + [
     "mixed 中文 and English, 数字3.14和符号#&%。\r\n下一行\tTab", "㐀扩展A区和兼容字豈以及鿖不在块里", "C++ 与 C# 的 a.b_c-d 100%",
+    "私用区\ue000字符 3.14\ue000",
 ]  # fmt: skip
 
 

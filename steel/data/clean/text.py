@@ -202,6 +202,19 @@ def split_jieba_blocks(text: str) -> list[str]:
     return _jieba_block_pattern().split(text)
 
 
+# A private-use character: not special, so deleting special characters keeps it as a separator.
+_SEPARATOR = "\ue000"
+
+
+def _count_with_word_char(blocks: list[str]) -> int:
+    """Count the blocks with a non-special character, deleting special characters in one call."""
+    joined = _SEPARATOR.join(blocks)
+    if joined.count(_SEPARATOR) != len(blocks) - 1:
+        return sum(1 for block in blocks if strip_special(block))  # a block contains the separator
+    remaining = delete_special_chars(joined, keep_ascii_controls=False).split(_SEPARATOR)
+    return sum(1 for block in remaining if block)
+
+
 def _words_between_blocks(piece: str) -> list[str]:
     return [char.lower() for char in piece if _is_word(char)]
 
@@ -287,7 +300,7 @@ class TextView:
         pieces = self._jieba_block_pieces()
         if self._jieba_lower is None:
             # No block is segmented yet: only the loop below segments blocks before `words` is called.
-            num_word_blocks = sum(1 for block in pieces[1::2] if strip_special(block))
+            num_word_blocks = _count_with_word_char(pieces[1::2])
             between = "".join(pieces[0::2])
             num_words_between = len(delete_special_chars(between, keep_ascii_controls=False))
             self._jieba_lower = num_word_blocks + num_words_between
