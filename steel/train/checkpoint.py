@@ -171,7 +171,10 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
     regular = [p for p in list_checkpoints(run_dir) if not read_meta(p).get("milestone", False)]
     removed = regular[: max(0, len(regular) - keep_last)]
     for path in removed:
-        shutil.rmtree(path)
+        # Renamed first, so an interruption mid-delete leaves a `.tmp` directory, never a partial checkpoint.
+        doomed = path.with_name(path.name + ".tmp")
+        os.replace(path, doomed)
+        shutil.rmtree(doomed)
         log.info("removed old checkpoint %s", path)
     return removed
 

@@ -15,8 +15,21 @@ import sys
 log = logging.getLogger(__name__)
 
 
+# Exit status of a process ended by SIGINT, as shells report it (128 + signal number 2).
+INTERRUPTED_EXIT_CODE = 130
+
+
 def _user_error(error: Exception) -> SystemExit:
     return SystemExit(f"error: {error}")
+
+
+def report_interrupt(error: KeyboardInterrupt) -> int:
+    """Print the one-line report of a Ctrl-C on rank 0 and return the exit status 130."""
+    from steel.train.trainer import interrupt_message
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(interrupt_message(error), file=sys.stderr)
+    return INTERRUPTED_EXIT_CODE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,6 +70,8 @@ def pretrain(args: argparse.Namespace) -> int:
         state = run_pretraining(config)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
         raise _user_error(error) from None
+    except KeyboardInterrupt as error:
+        return report_interrupt(error)
     if int(os.environ.get("RANK", "0")) == 0:
         log.info("finished at step %d after %s tokens; run directory %s", state.step, f"{state.tokens:,}", config.run_dir)
     return 0

@@ -633,6 +633,10 @@ def main(args: argparse.Namespace) -> int:
         state = run_dpo(config)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
         raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt as error:
+        from steel.train.cli import report_interrupt
+
+        return report_interrupt(error)
     logger.info("DPO finished at step %d; run directory %s", state.step, config.run_dir)
     return 0
 

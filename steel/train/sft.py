@@ -210,5 +210,9 @@ def main(args: argparse.Namespace) -> int:
         state = run_sft(config)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
         raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt as error:
+        from steel.train.cli import report_interrupt
+
+        return report_interrupt(error)
     log.info("SFT finished at step %d; run directory %s", state.step, Path(config.run_dir))
     return 0

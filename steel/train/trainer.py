@@ -53,6 +53,21 @@ class NonFiniteLossError(RuntimeError):
     """Raised after `max_consecutive_nonfinite` optimizer steps in a row had a non-finite loss."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by `Trainer.fit` on Ctrl-C (SIGINT), with a message naming the step and the checkpoint to resume.
+
+    Checkpoints are written to a `.tmp` directory and renamed when complete, so an interrupted save
+    leaves nothing that a later resume would load.
+    """
+
+
+def interrupt_message(error: KeyboardInterrupt) -> str:
+    """Return the one-line report of a Ctrl-C: the trainer's message, or a note that training had not begun."""
+    if isinstance(error, TrainingInterrupted):
+        return str(error)
+    return "interrupted before training started; nothing was trained"
+
+
 class TrainModule(torch.nn.Module):
     """The FSDP root: holds the model and runs a function of it inside the root's forward.
 
@@ -484,33 +499,48 @@ class Trainer:
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(to_yaml(self.config), encoding="utf-8")
-        resume_from = self.resume_checkpoint()
-        if resume_from is not None:
-            self.load(resume_from)
-        self.log_start()
-        self.metrics.write("start", step=self.state.step, world_size=self.env.world_size, stage=self.stage)
+        progress = None
+        try:
+            resume_from = self.resume_checkpoint()
+            if resume_from is not None:
+                self.load(resume_from)
+            self.log_start()
+            self.metrics.write("start", step=self.state.step, world_size=self.env.world_size, stage=self.stage)
 
-        peak, peak_text = device_peak_flops(self.env.device)
-        flops_token = self._flops_per_token()
-        if self.env.is_main:
-            log.info("throughput reference: %s", peak_text)
+            peak, peak_text = device_peak_flops(self.env.device)
+            flops_token = self._flops_per_token()
+            if self.env.is_main:
+                log.info("throughput reference: %s", peak_text)
 
-        progress = self._progress_bar()
-        redirect = contextlib.nullcontext()
-        if progress is not None:
-            from tqdm.contrib.logging import logging_redirect_tqdm
+            progress = self._progress_bar()
+            redirect = contextlib.nullcontext()
+            if progress is not None:
+                from tqdm.contrib.logging import logging_redirect_tqdm
 
-            redirect = logging_redirect_tqdm()
-        with redirect:
-            self._train_loop(progress, peak, flops_token)
+                redirect = logging_redirect_tqdm()
+            with redirect:
+                self._train_loop(progress, peak, flops_token)
 
-        if progress is not None:
-            progress.close()
-        last = ckpt.latest_checkpoint(self.run_dir)
-        if last is None or ckpt.read_meta(last)["step"] != self.state.step:
-            self.save()
+            if progress is not None:
+                progress.close()
+            last = ckpt.latest_checkpoint(self.run_dir)
+            if last is None or ckpt.read_meta(last)["step"] != self.state.step:
+                self.save()
+        except KeyboardInterrupt:
+            if progress is not None:
+                progress.close()
+            self.metrics.close()
+            raise TrainingInterrupted(self._interrupted_message()) from None
         self.metrics.close()
         return self.state
+
+    def _interrupted_message(self) -> str:
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        if latest is None:
+            return (f"interrupted at step {self.state.step}; no checkpoint in {self.run_dir} yet; "
+                    "rerun the same command to start again")
+        return (f"interrupted at step {self.state.step}; latest checkpoint {latest.name} ({latest}); "
+                "rerun with --resume to continue")
 
     def _train_loop(self, progress, peak: float | None, flops_token: float | None) -> None:
         # Throughput counts the optimizer steps only, not validation, samples or checkpoints.
@@ -621,6 +651,7 @@ __all__ = [
     "TrainState",
     "StepSource",
     "NonFiniteLossError",
+    "TrainingInterrupted",
     "build_optimizer",
     "split_micro_batches",
     "decoder_of",
