@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import zlib
+
 import zstandard
 
 logger = logging.getLogger(__name__)
@@ -123,14 +125,86 @@ class UndetectableEncodingError(ValueError):
 # Bytes and encodings
 
 
+RAW_CHUNK_BYTES = 1 << 16  # also the most compressed data lost before corrupt bytes
+
+
+class DecompressingReader:
+    """A reader of gzip or Zstandard files, member after member, that ends at damaged bytes.
+
+    The standard readers raise on a truncated or corrupt file and drop what their buffered read had
+    already decompressed, and Zstandard's stream reader treats a file cut inside a frame as a clean
+    end. This reader returns every byte that decompresses, then `read` returns b"" as at the end of
+    the file and `damage` says what went wrong, for the caller to report as a bad record.
+    """
+
+    def __init__(self, path: Path, new_decompressor: Callable[[], Any]):
+        self.raw = open(path, "rb")
+        self.new_decompressor = new_decompressor
+        self.decompressor = new_decompressor()
+        self.buffer = bytearray()
+        self.at_eof = False
+        self.damage: str | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.at_eof and (size < 0 or len(self.buffer) < size):
+            self._decompress_more()
+        size = len(self.buffer) if size < 0 else min(size, len(self.buffer))
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def _decompress_more(self) -> None:
+        if self.decompressor.eof:
+            compressed = self.decompressor.unused_data or self.raw.read(RAW_CHUNK_BYTES)
+            if not compressed:
+                self.at_eof = True  # the last member ended cleanly
+                return
+            self.decompressor = self.new_decompressor()
+        else:
+            compressed = self.raw.read(RAW_CHUNK_BYTES)
+            if not compressed:
+                self._end("the file ends inside a compressed block (truncated)")
+                return
+        try:
+            self.buffer += self.decompressor.decompress(compressed)
+        except (zlib.error, zstandard.ZstdError) as error:
+            self._end(f"corrupt compressed data ({error})")
+
+    def _end(self, damage: str) -> None:
+        self.damage = damage
+        self.at_eof = True
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> "DecompressingReader":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 def open_binary(path: str | Path) -> IO[bytes]:
-    """Open a file for reading bytes, decompressing `.gz` and `.zst` transparently."""
+    """Open a file for reading bytes, decompressing `.gz` and `.zst` transparently.
+
+    A compressed file is read through a `DecompressingReader`, so a truncated download ends the
+    file early (see `damage_record`) rather than raising in the middle of a run.
+    """
     path = Path(path)
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")
+        return DecompressingReader(path, lambda: zlib.decompressobj(wbits=31))  # 31: gzip header and trailer
     if path.suffix == ".zst":
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return DecompressingReader(path, lambda: zstandard.ZstdDecompressor().decompressobj())
     return open(path, "rb")
+
+
+def damage_record(path: str | Path, f: IO[bytes], lines_read: int) -> BadRecord | None:
+    """Return a bad record for a compressed file that ended at damaged bytes, else None."""
+    damage = getattr(f, "damage", None)
+    if damage is None:
+        return None
+    detail = f"{damage}; reading stopped after {lines_read} line(s), the rest of the file is lost"
+    return BadRecord(str(path), lines_read + 1, "damaged compressed file", detail)
 
 
 def data_suffix(path: str | Path) -> str:
@@ -221,6 +295,7 @@ def iter_lines(
     on_bad = on_bad or _log_bad
     encoding = check_line_encoding(encoding) if encoding else detect_encoding(path, remedy)
     with open_binary(path) as f:
+        line_no = 0
         for line_no, raw in enumerate(_iter_byte_lines(f), start=1):
             try:
                 line = raw.removesuffix(b"\r").decode(encoding)
@@ -229,6 +304,8 @@ def iter_lines(
                 continue
             # A byte order mark is dropped even when the caller named plain "utf-8".
             yield line_no, line.removeprefix("\ufeff") if line_no == 1 else line
+        if damaged := damage_record(path, f, line_no):
+            on_bad(damaged)
 
 
 def check_line_encoding(encoding: str) -> str:
@@ -367,7 +444,10 @@ def iter_json_array(
     on_bad = on_bad or _log_bad
     encoding = check_line_encoding(encoding) if encoding else detect_encoding(path, remedy)
     with open_binary(path) as f:
-        yield from _JsonArrayReader(f, str(path), encoding, on_bad)
+        reader = _JsonArrayReader(f, str(path), encoding, on_bad)
+        yield from reader
+        if damaged := damage_record(path, f, reader.line_no - 1):
+            on_bad(damaged)
 
 
 class _JsonArrayReader:

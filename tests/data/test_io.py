@@ -94,6 +94,66 @@ def test_compressed_inputs(tmp_path):
         assert log.total == 0
 
 
+MANY = [{"text": f"第{i}条：今天天气很好，编号{i * 7919 % 100003}"} for i in range(20000)]
+COMPRESSORS = {
+    ".gz": gzip.compress,
+    ".zst": lambda data: zstandard.ZstdCompressor().compress(data),
+}
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
+def test_compressed_multi_member_inputs(tmp_path, suffix):
+    # `cat a.gz b.gz` and concatenated Zstandard frames are valid files that read as one.
+    compress = COMPRESSORS[suffix]
+    path = tmp_path / f"two.jsonl{suffix}"
+    path.write_bytes(compress(_jsonl_bytes(RECORDS[:2])) + compress(_jsonl_bytes(RECORDS[2:])))
+    records, log = _read(path)
+    assert [r for _, r in records] == RECORDS
+    assert log.total == 0
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
+def test_truncated_compressed_input_keeps_what_was_read(tmp_path, suffix):
+    # A download cut in the middle: every whole line before the cut is kept (Zstandard decodes
+    # whole blocks of up to 128 KiB, hence the large input), and the cut is reported with the line
+    # where reading stopped.
+    data = COMPRESSORS[suffix](_jsonl_bytes(MANY))
+    path = tmp_path / f"cut.jsonl{suffix}"
+    path.write_bytes(data[: len(data) // 2])
+    records, log = _read(path)
+    assert 0 < len(records) < len(MANY)
+    assert [r for _, r in records] == MANY[: len(records)]
+    assert log.counts["damaged compressed file"] == 1
+    assert log.counts["truncated last line"] == 1
+    assert log.total == 2
+    damage = log.examples["damaged compressed file"][0]
+    assert f"cut.jsonl{suffix}:{len(records) + 2}" in damage
+    assert "truncated" in damage and f"stopped after {len(records) + 1} line(s)" in damage
+
+
+def test_corrupt_compressed_input_is_a_bad_record(tmp_path):
+    data = bytearray(gzip.compress(_jsonl_bytes(MANY)))
+    data[len(data) // 2] ^= 0xFF
+    path = tmp_path / "corrupt.jsonl.gz"
+    path.write_bytes(bytes(data))
+    records, log = _read(path)
+    # Deflate has no checksum before the end of the member, so lines after the flipped byte may
+    # come out garbled (and are counted as bad or kept as text); the lines before it are intact.
+    assert [r for _, r in records[:1000]] == MANY[:1000]
+    assert log.counts["damaged compressed file"] == 1
+    assert "corrupt compressed data" in log.examples["damaged compressed file"][0]
+
+
+def test_truncated_compressed_json_array(tmp_path):
+    data = gzip.compress(json.dumps(MANY, ensure_ascii=False, indent=1).encode())
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    records, log = _read(path)
+    assert 0 < len(records) < len(MANY)
+    assert [r for _, r in records] == MANY[: len(records)]
+    assert log.counts["damaged compressed file"] == 1
+
+
 def test_malformed_and_truncated_lines(tmp_path):
     path = tmp_path / "bad.jsonl"
     lines = ['{"text": "一"}', '{"text": "二"', "", "[1, 2]", "\xff", '{"text": "三"}', '{"text": "四']
