@@ -23,15 +23,18 @@ import base64
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from steel.train.distributed import DistributedEnv, barrier
@@ -65,12 +68,65 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+class DamagedCheckpointError(ValueError):
+    """A checkpoint file that is missing, truncated or unreadable. The message names the file and the fix."""
+
+
+def damaged_file(path: Path, reason: str, checkpoint_dir: Path | None = None) -> DamagedCheckpointError:
+    """Return the error for damaged file `path` of `checkpoint_dir` (default: the directory containing it)."""
+    checkpoint_dir = checkpoint_dir or path.parent
+    return DamagedCheckpointError(
+        f"{path}: damaged checkpoint ({reason}); delete {checkpoint_dir} so that the run's previous checkpoint "
+        "is used, or resume from an earlier checkpoint with checkpoint.resume=PATH"
+    )
+
+
 def read_meta(checkpoint_dir: str | Path) -> dict[str, Any]:
     path = Path(checkpoint_dir) / META_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"{checkpoint_dir} is not a complete checkpoint: {META_FILE} is missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise damaged_file(path, f"invalid JSON: {error}") from None
+    if not isinstance(meta, dict):
+        raise damaged_file(path, f"a JSON object was expected, not {type(meta).__name__}")
+    return meta
+
+
+def verify_checkpoint(checkpoint_dir: str | Path) -> None:
+    """Raise DamagedCheckpointError unless every file of the checkpoint is present and readable.
+
+    Reads only `checkpoint.json`, `model_config.json` and the safetensors header (which records
+    the file's length, so a truncated file fails), so it costs milliseconds at any model size.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    meta = read_meta(checkpoint_dir)
+    config_file = checkpoint_dir / "model_config.json"
+    try:
+        json.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise damaged_file(config_file, "missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise damaged_file(config_file, f"invalid JSON: {error}") from None
+
+    if meta.get("format") == "full":
+        weights = checkpoint_dir / "model.safetensors"
+        try:
+            with safe_open(weights, framework="pt"):
+                pass
+        except FileNotFoundError:
+            raise damaged_file(weights, "missing") from None
+        except SafetensorError as error:
+            raise damaged_file(weights, str(error)) from None
+        optimizer_file = checkpoint_dir / "optimizer.pt"
+        # torch.save writes a zip archive, whose directory sits at the end: a truncated file has none.
+        if not zipfile.is_zipfile(optimizer_file):
+            raise damaged_file(optimizer_file, "missing or not a complete torch.save archive")
+    elif meta.get("format") == "dcp":
+        state_metadata = checkpoint_dir / "state" / ".metadata"
+        if not state_metadata.is_file():
+            raise damaged_file(state_metadata, "missing", checkpoint_dir)
 
 
 def write_json_atomic(path: str | Path, value: Any) -> None:
@@ -172,15 +228,35 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
     removed = regular[: max(0, len(regular) - keep_last)]
     for path in removed:
         # Renamed first, so an interruption mid-delete leaves a `.tmp` directory, never a partial checkpoint.
-        doomed = path.with_name(path.name + ".tmp")
-        os.replace(path, doomed)
-        shutil.rmtree(doomed)
+        deleting = path.with_name(path.name + ".tmp")
+        os.replace(path, deleting)
+        shutil.rmtree(deleting)
         log.info("removed old checkpoint %s", path)
     return removed
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading
+
+
+def _load_weights_file(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+    path = checkpoint_dir / "model.safetensors"
+    try:
+        return load_file(path)
+    except FileNotFoundError:
+        raise damaged_file(path, "missing") from None
+    except SafetensorError as error:
+        raise damaged_file(path, str(error)) from None
+
+
+def _load_optimizer_file(checkpoint_dir: Path) -> dict[str, Any]:
+    path = checkpoint_dir / "optimizer.pt"
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise damaged_file(path, "missing") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise damaged_file(path, str(error).splitlines()[0]) from None
 
 
 def load_checkpoint(
@@ -206,10 +282,10 @@ def load_checkpoint(
     meta = read_meta(checkpoint_dir)
     if meta["format"] == "full":
         options = StateDictOptions(full_state_dict=True)
-        model_state = load_file(checkpoint_dir / "model.safetensors")
+        model_state = _load_weights_file(checkpoint_dir)
         set_model_state_dict(model, model_state, options=options)
         if optimizer is not None:
-            optimizer_state = torch.load(checkpoint_dir / "optimizer.pt", weights_only=True, map_location="cpu")
+            optimizer_state = _load_optimizer_file(checkpoint_dir)
             set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)
     elif meta["format"] == "dcp":
         import torch.distributed.checkpoint as dcp
@@ -238,7 +314,7 @@ def load_weights(checkpoint_dir: str | Path, model: torch.nn.Module) -> None:
     checkpoint_dir = Path(checkpoint_dir)
     meta = read_meta(checkpoint_dir)
     if meta["format"] == "full":
-        state = load_file(checkpoint_dir / "model.safetensors")
+        state = _load_weights_file(checkpoint_dir)
     else:
         import torch.distributed.checkpoint as dcp
 

@@ -172,7 +172,9 @@ class CheckpointConfig:
 
     resume: str = "never"
     """`never` starts fresh (an existing checkpoint is an error), `auto` continues from the latest
-    complete checkpoint when there is one, `latest` requires one, or a checkpoint directory path."""
+    complete checkpoint when there is one, `latest` requires one, or a checkpoint directory path.
+    `auto` and `latest` skip a damaged checkpoint (a missing or truncated file) with a warning and
+    continue from the newest intact one."""
 
 
 @dataclass

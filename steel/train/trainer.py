@@ -174,16 +174,33 @@ def select_resume_checkpoint(config: TrainConfig) -> Path | None:
                 "(or checkpoint.resume=auto), or choose another run_dir"
             )
         return None
-    if mode == "auto":
-        return latest
-    if mode == "latest":
+    if mode == "auto" and latest is None:
+        return None
+    if mode in ("auto", "latest"):
         if latest is None:
             raise ValueError(f"--resume: no complete checkpoint in {run_dir / ckpt.CHECKPOINT_DIR}")
-        return latest
+        return newest_intact_checkpoint(run_dir)
     path = Path(mode)
     if not ckpt.is_checkpoint(path):
         raise ValueError(f"checkpoint.resume={mode!r}: not a complete checkpoint directory")
+    ckpt.verify_checkpoint(path)
     return path
+
+
+def newest_intact_checkpoint(run_dir: Path) -> Path:
+    """Return the newest checkpoint of `run_dir` whose files are intact, warning about each damaged one skipped."""
+    damaged = []
+    for candidate in reversed(ckpt.list_checkpoints(run_dir)):
+        try:
+            ckpt.verify_checkpoint(candidate)
+        except ckpt.DamagedCheckpointError as error:
+            log.warning("skipping damaged checkpoint %s: %s", candidate.name, error)
+            damaged.append(str(error))
+            continue
+        if damaged:
+            log.warning("resuming from %s, the newest intact checkpoint", candidate)
+        return candidate
+    raise ValueError(f"every checkpoint in {run_dir / ckpt.CHECKPOINT_DIR} is damaged:\n  - " + "\n  - ".join(damaged))
 
 
 class Trainer:
