@@ -6,14 +6,15 @@ top-level fields (`run_dir`, `seed`, ...). Every field has a default taken from 
 report where the report gives one. The string under each field is its documentation, which
 `steel pretrain --print-config` prints.
 
-Unknown keys are errors that name the key and the recipe file, so a typo never falls back to a
-default silently.
+Unknown keys are errors that name the key and where it was written (the recipe file or the
+command-line override), so a typo never falls back to a default silently.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 import math
 import types
@@ -291,36 +292,99 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     source = "<defaults>"
     if path is not None:
         source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"recipe not found: {path}") from None
-        except yaml.YAMLError as error:
-            raise ValueError(f"{path}: invalid YAML: {error}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a recipe must be a YAML mapping of sections, not {type(loaded).__name__}")
-        raw = loaded or {}
+        raw = _read_recipe(Path(path))
+        # Recipe errors are reported against the recipe before any override is merged in.
+        from_dict(cls, raw, source)
 
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"invalid override {item!r}: write key=value, e.g. optimizer.lr=1e-3")
-        _set_dotted(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
+        keys, value = _parse_override(cls, item)
+        _set_dotted(raw, keys, value)
 
     return from_dict(cls, raw, source)
+
+
+def _read_recipe(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"recipe not found: {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory; give a YAML recipe file (see recipes/)") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file ({error}); a recipe is a YAML file (see recipes/)") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: invalid YAML: {error}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ValueError(f"{path}: a recipe must be a YAML mapping of sections, not {type(loaded).__name__}")
+    return loaded or {}
+
+
+def _parse_override(cls: type, item: str) -> tuple[list[str], Any]:
+    """Parse and check one `key=value` override against `cls`, with errors that name the override."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"invalid override {item!r}: write key=value, e.g. optimizer.lr=1e-3")
+    source = f"command-line override {item}"
+    keys = key.strip().split(".")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error)
+        raise ValueError(f"{source}: the value is invalid YAML ({problem}); quote a string or close the brackets") from None
+
+    hint = _override_hint(cls, keys, source)
+    if hint is not None:
+        _convert(value, hint, ".".join(keys), source)
+    return keys, value
+
+
+def _override_hint(cls: type, keys: list[str], source: str) -> Any:
+    """Return the type of the field that `keys` names, or None inside a free-form mapping; raise on a bad key."""
+    hint: Any = cls
+    for depth, key in enumerate(keys):
+        hint = _without_none(hint)
+        if typing.get_origin(hint) is dict or hint is Any:
+            return None
+        if not dataclasses.is_dataclass(hint):
+            section = ".".join(keys[:depth])
+            raise ValueError(f"{source}: {section} is a value, not a section; write {section}=VALUE")
+        names = [f.name for f in dataclasses.fields(hint)]
+        if key not in names:
+            where = f" in section {'.'.join(keys[:depth])!r}" if depth else ""
+            raise ValueError(f"{source}: unknown key {key!r}{where}{_did_you_mean(key, names)}")
+        hint = typing.get_type_hints(hint)[key]
+    return hint
+
+
+def _without_none(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(options) == 1:
+            return options[0]
+    return hint
+
+
+def _did_you_mean(key: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f"; known keys: {', '.join(names)}"
 
 
 def from_dict(cls: type, data: dict[str, Any], source: str = "<dict>", prefix: str = ""):
     """Build dataclass `cls` from a nested dict, converting values to the field types."""
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: {prefix or 'config'} must be a mapping, not {data!r}")
+        raise ValueError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping, not {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = [key for key in data if key not in fields]
     if unknown:
         where = f" in section {prefix.rstrip('.')!r}" if prefix else ""
         raise ValueError(
-            f"{source}: unknown config key {prefix + unknown[0]!r}{where}; known keys: {', '.join(fields)}"
+            f"{source}: unknown config key {prefix + str(unknown[0])!r}{where}"
+            f"{_did_you_mean(str(unknown[0]), list(fields))}"
         )
     kwargs = {}
     for name, value in data.items():

@@ -98,7 +98,7 @@ def build_model_config(model_config: ModelConfig, vocab_size: int | None = None)
     for key, value in model_config.overrides.items():
         if not hasattr(config, key):
             raise ValueError(f"model.overrides.{key}: {type(config).__name__} has no attribute {key!r}")
-        setattr(config, key, value)
+        setattr(config, key, checked_override(config, key, value))
     if vocab_size is not None and config.vocab_size < vocab_size:
         raise ValueError(
             f"the model's vocab_size {config.vocab_size} is smaller than the tokenizer's {vocab_size}; "
@@ -106,6 +106,47 @@ def build_model_config(model_config: ModelConfig, vocab_size: int | None = None)
         )
     config._attn_implementation = model_config.attn_implementation
     return config
+
+
+def checked_override(config: Any, key: str, value: Any) -> Any:
+    """Check `value` against the type of config attribute `key` (bool, int or float) and return it converted.
+
+    Raises ValueError naming the key. Attributes of other types, and None, pass unchecked.
+    """
+    current = getattr(config, key)
+    name = f"model.overrides.{key}"
+    if value is None or current is None:
+        return value
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, not {value!r}")
+        return value
+    if isinstance(current, int):
+        number = _as_number(value)
+        if number is None or not float(number).is_integer():
+            raise ValueError(f"{name} must be an integer (the base config has {current}), not {value!r}")
+        return int(number)
+    if isinstance(current, float):
+        number = _as_number(value)
+        if number is None:
+            raise ValueError(f"{name} must be a number (the base config has {current}), not {value!r}")
+        return float(number)
+    return value
+
+
+def _as_number(value: Any) -> int | float | None:
+    """Return an int or float value as it is, a numeric string as a float, and anything else as None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        # PyYAML reads `1e-6` (no decimal point) as a string, so numbers may arrive as text.
+        try:
+            return float(value.replace("_", ""))
+        except ValueError:
+            return None
+    return None
 
 
 def build_model(model_config: ModelConfig, vocab_size: int | None = None, seed: int = 0) -> torch.nn.Module:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from steel.train.config import TrainConfig
 from steel.train.distributed import DistributedEnv, barrier, destroy_distributed, init_distributed
-from steel.train.load import build_model
+from steel.train.load import build_model, build_model_config
 from steel.train.loss import CausalLMLoss
 from steel.train.trainer import Trainer, TrainState, configure_determinism, select_resume_checkpoint
 
@@ -17,15 +17,28 @@ log = logging.getLogger(__name__)
 
 
 def prepare_run_manifest(config: TrainConfig, env: DistributedEnv) -> Path:
-    """Return `RUN_DIR/data_manifest.json`, creating it from `data.shards` at the first start."""
+    """Return `RUN_DIR/data_manifest.json`, creating it from `data.shards` at the first start.
+
+    Until the run has saved a checkpoint it has trained on nothing, so a manifest left by a start
+    that failed is replaced when `data.shards` names other directories.
+    """
     from steel.data.manifest import RUN_MANIFEST_FILE, init_run_manifest
+    from steel.train.checkpoint import list_checkpoints
 
     run_manifest = Path(config.run_dir) / RUN_MANIFEST_FILE
     if not run_manifest.is_file() and not config.data.shards:
         raise ValueError("data.shards is empty: give the token shard directories of `steel data tokenize`")
+    replace_manifest = False
     if run_manifest.is_file():
-        check_shards_recorded(run_manifest, config.data.shards)
+        if list_checkpoints(config.run_dir):
+            check_shards_recorded(run_manifest, config.data.shards)
+        elif config.data.shards and unrecorded_shards(run_manifest, config.data.shards):
+            replace_manifest = True
     if env.is_main:
+        if replace_manifest:
+            log.warning("%s is from a start that saved no checkpoint and lists other shards than data.shards; "
+                        "creating it again from data.shards", run_manifest)
+            run_manifest.unlink()
         init_run_manifest(config.run_dir, config.data.shards)
     barrier()
     return run_manifest
@@ -37,14 +50,24 @@ def check_shards_recorded(run_manifest: Path, shard_dirs: list[str]) -> None:
     A run trains on its copy of the manifest; new data joins it only through `steel data append`, so a
     changed `data.shards` would otherwise be ignored without a word.
     """
-    recorded = {entry["directory"] for entry in json.loads(run_manifest.read_text(encoding="utf-8"))["datasets"]}
-    missing = [d for d in shard_dirs if str(Path(d).resolve()) not in recorded]
+    recorded = recorded_shards(run_manifest)
+    missing = unrecorded_shards(run_manifest, shard_dirs)
     if missing:
         raise ValueError(
             f"data.shards names {', '.join(map(str, missing))}, which {run_manifest} does not contain; "
             f"this run trains on {', '.join(sorted(recorded))}. Add data with `steel data append "
             f"{run_manifest.parent} SHARDS`, or choose a new run_dir"
         )
+
+
+def recorded_shards(run_manifest: Path) -> set[str]:
+    return {entry["directory"] for entry in json.loads(run_manifest.read_text(encoding="utf-8"))["datasets"]}
+
+
+def unrecorded_shards(run_manifest: Path, shard_dirs: list[str]) -> list[str]:
+    """Return the directories of `shard_dirs` that the run's data manifest does not contain."""
+    recorded = recorded_shards(run_manifest)
+    return [d for d in shard_dirs if str(Path(d).resolve()) not in recorded]
 
 
 def load_run_tokenizer(config: TrainConfig, manifest):
@@ -70,6 +93,8 @@ def run_pretraining(config: TrainConfig) -> TrainState:
 
     config.validate()
     resume_from = select_resume_checkpoint(config)  # fails early, before any data or model work
+    # The model config (and its overrides) is checked before anything is written into run_dir.
+    build_model_config(config.model)
     env = init_distributed(config.system.device)
     try:
         configure_determinism(config)

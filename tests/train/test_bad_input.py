@@ -1,0 +1,112 @@
+"""Bad recipes, overrides and failed starts: one error line that names the input and the fix."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steel.train.config import load_config
+from steel.train.load import build_model_config
+from steel.train.pretrain import prepare_run_manifest
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "pretrain-tiny.yaml"
+
+
+def run_steel(*args) -> str:
+    """Run `steel ARGS` in this process and return the message of the SystemExit it must raise."""
+    from steel.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main([str(a) for a in args])
+    return str(caught.value.code)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.shards=[/x", "command-line override data.shards=[/x: the value is invalid YAML"),
+        ("optimzer.lr=1e-3", "command-line override optimzer.lr=1e-3: unknown key 'optimzer' (did you mean 'optimizer'?)"),
+        ("schedule.max_stepz=3", "unknown key 'max_stepz' in section 'schedule' (did you mean 'max_steps'?)"),
+        ("optimizer=5", "command-line override optimizer=5: optimizer must be a mapping, not 5"),
+        ("optimizer.lr.x=1", "optimizer.lr is a value, not a section"),
+        ("optimizer.lr=fast", "command-line override optimizer.lr=fast: optimizer.lr must be a number"),
+    ],
+)
+def test_bad_override_blames_command_line(override, message):
+    text = run_steel("pretrain", RECIPE, override)
+    assert message in text
+    assert str(RECIPE) not in text
+
+
+def test_recipe_typo_blames_recipe(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("optimizer:\n  lrr: 1\n", encoding="utf-8")
+
+    with pytest.raises(ValueError) as caught:
+        load_config(recipe, ["optimizer.lr=1e-3"])
+    assert str(caught.value).startswith(f"{recipe}: unknown config key 'optimizer.lrr'")
+    assert "(did you mean 'lr'?)" in str(caught.value)
+
+
+def test_binary_recipe_names_file(tmp_path):
+    recipe = tmp_path / "weights.bin"
+    recipe.write_bytes(b"\xfc\x00\x01binary")
+
+    text = run_steel("pretrain", recipe)
+    assert text.startswith(f"error: {recipe}: not a UTF-8 text file")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("num_hidden_layers=abc", "model.overrides.num_hidden_layers must be an integer (the base config has 2), not 'abc'"),
+        ("num_hidden_layers=2.5", "model.overrides.num_hidden_layers must be an integer"),
+        ("num_hidden_layers=true", "model.overrides.num_hidden_layers must be an integer"),
+        ("rms_norm_eps=small", "model.overrides.rms_norm_eps must be a number"),
+        ("tie_word_embeddings=yes please", "model.overrides.tie_word_embeddings must be true or false"),
+    ],
+)
+def test_model_override_type_checked(override, message):
+    config = load_config(RECIPE, [f"model.overrides.{override}"])
+    with pytest.raises(ValueError) as caught:
+        build_model_config(config.model)
+    assert message in str(caught.value)
+
+
+def test_model_override_numbers_converted():
+    config = load_config(RECIPE, ["model.overrides.rms_norm_eps=1e-5", "model.overrides.num_hidden_layers=3.0"])
+    model_config = build_model_config(config.model)
+    assert model_config.rms_norm_eps == 1e-5
+    assert model_config.num_hidden_layers == 3
+    assert isinstance(model_config.num_hidden_layers, int)
+
+
+def test_failed_start_writes_nothing(tmp_path, shards):
+    run_dir = tmp_path / "run"
+    text = run_steel("pretrain", RECIPE, f"run_dir={run_dir}", f"data.shards=[{shards / 'shards'}]",
+                     "model.overrides.num_hidden_layers=abc")
+    assert "model.overrides.num_hidden_layers must be an integer" in text
+    assert not run_dir.exists()
+
+
+def test_manifest_without_checkpoint_replaced(tmp_path, shards, single_process):
+    run_dir = tmp_path / "run"
+    first = load_config(RECIPE, [f"run_dir={run_dir}", f"data.shards=[{shards / 'more'}]"])
+    manifest = prepare_run_manifest(first, single_process)
+
+    fixed = load_config(RECIPE, [f"run_dir={run_dir}", f"data.shards=[{shards / 'shards'}]"])
+    assert prepare_run_manifest(fixed, single_process) == manifest
+    directories = [entry["directory"] for entry in json.loads(manifest.read_text(encoding="utf-8"))["datasets"]]
+    assert directories == [str((shards / "shards").resolve())]
+
+
+def test_manifest_with_checkpoint_kept(tmp_path, shards, single_process):
+    run_dir = tmp_path / "run"
+    first = load_config(RECIPE, [f"run_dir={run_dir}", f"data.shards=[{shards / 'more'}]"])
+    prepare_run_manifest(first, single_process)
+    (run_dir / "checkpoints" / "step-00000001").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step-00000001" / "checkpoint.json").write_text("{}", encoding="utf-8")
+
+    changed = load_config(RECIPE, [f"run_dir={run_dir}", f"data.shards=[{shards / 'shards'}]"])
+    with pytest.raises(ValueError, match="does not contain"):
+        prepare_run_manifest(changed, single_process)
