@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from steel.data.clean import code, dedup, filters, mappers
+from steel.data.clean import code, filters, mappers
 from steel.data.clean.text import TextView
 
 logger = logging.getLogger(__name__)
