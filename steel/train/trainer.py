@@ -507,8 +507,19 @@ class Trainer:
                  self.config.batch.global_batch_size, self.config.batch.micro_batch_size,
                  self.env.world_size, self.grad_accum_steps,
                  f" | {tokens_per_step:,} tokens per step" if tokens_per_step else "")
-        log.info("steps %d (warmup %d, %s decay) | expected initial loss ln(V) = %.3f",
-                 self.max_steps, self.config.schedule.warmup_steps, self.config.schedule.decay, math.log(vocab))
+        log.info("steps %d (warmup %d, %s decay)%s", self.max_steps, self.config.schedule.warmup_steps,
+                 self.config.schedule.decay, self._expected_initial_loss(vocab))
+
+    def _expected_initial_loss(self, vocab_size: int) -> str:
+        """Return the log text of the loss expected at step 0, or "" where none is known (a resumed run)."""
+        if self.state.step > 0:
+            return ""
+        if self.stage == "dpo":
+            # The policy starts equal to the reference, so every pair's loss is -log sigmoid(0) = ln 2.
+            return f" | expected initial loss ln 2 = {math.log(2):.3f}"
+        if getattr(getattr(self.config, "model", None), "init_from", None) is None:
+            return f" | expected initial loss ln(V) = {math.log(vocab_size):.3f} (untrained model)"
+        return ""
 
     def fit(self) -> TrainState:
         """Train until `max_steps`, resuming first when `checkpoint.resume` selects a checkpoint."""
