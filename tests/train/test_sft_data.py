@@ -7,7 +7,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from steel.tokenizer import load_tokenizer
 from steel.tokenizer.chat import encode_chat
