@@ -201,10 +201,14 @@ def test_redone_stage_reruns_its_readers(tmp_path):
 # Runs `steel demo --fast` with its first stage replaced by `steel tokenizer encode`, which blocks
 # reading standard input, so the test can interrupt a stage while its child process runs.
 BLOCKING_DEMO = """
+import signal
 import sys
 
 import steel.demo
 from steel.cli import main
+
+# A shell starts background jobs with SIGINT ignored; act like a foreground command in a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def sources(self):
