@@ -24,8 +24,8 @@ contamination`, leaves them out of the evaluation set, and reports how many it l
 Every stage records a key (a hash of its settings and of the runs of the stages it reads) and the
 paths of its outputs in `DIR/stages/NAME.json` when it finishes. A rerun skips stages whose key is
 unchanged and whose outputs all exist, unless `--fresh` is given. A stage that runs again gets a
-new run id, so the stages that read it run again too. Ctrl-C stops the running stage and its
-child process and exits with status 130. When the same command runs again, an interrupted
+new run id, so the stages that read it run again too. Ctrl-C (also SIGTERM and SIGHUP) stops the
+running stage and its child process and exits with status 130. When the same command runs again, an interrupted
 pretraining or SFT run resumes from its latest checkpoint.
 """
 
@@ -819,6 +819,21 @@ def demo_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true", help="rerun every stage instead of reusing finished ones")
 
 
+def _raise_keyboard_interrupt(signal_number, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_termination_signals() -> None:
+    """Handle SIGTERM and SIGHUP like Ctrl-C, so that the stage's child process is stopped too.
+
+    The child runs in its own process group, so without this a `kill` of the demo or a closed
+    terminal would leave it running. A signal that is ignored (SIGHUP under `nohup`) stays ignored.
+    """
+    for signal_number in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signal_number) == signal.SIG_DFL:
+            signal.signal(signal_number, _raise_keyboard_interrupt)
+
+
 def demo(args: argparse.Namespace) -> int:
     profile = PROFILES["fast" if args.fast else "full"]
     if args.steps is not None and args.steps < 1:
@@ -834,6 +849,7 @@ def demo(args: argparse.Namespace) -> int:
         sft_epochs=args.sft_epochs if args.sft_epochs is not None else profile.sft_epochs,
         fresh=args.fresh,
     )
+    _stop_on_termination_signals()
     try:
         report = Demo(settings).run()
     except StageInterrupted as interrupted:

@@ -248,7 +248,8 @@ def _process_exists(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the child process through /proc")
-def test_ctrl_c_stops_stage_and_child(tmp_path):
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_stops_stage_and_child(tmp_path, signal_number):
     script = tmp_path / "blocking_demo.py"
     script.write_text(BLOCKING_DEMO, encoding="utf-8")
     output = tmp_path / "demo"
@@ -260,7 +261,7 @@ def test_ctrl_c_stops_stage_and_child(tmp_path):
         child = _wait_for_child(demo)
         # Popen returns once the child has run exec; give it that moment before the signal.
         time.sleep(0.5)
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(signal_number)
         stdout, stderr = demo.communicate(timeout=60)
     finally:
         if demo.poll() is None:
