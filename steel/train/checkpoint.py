@@ -224,7 +224,15 @@ def _fsync_dir(path: Path) -> None:
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
     """Delete regular checkpoints beyond the newest `keep_last`; milestones are kept. Return the deleted."""
-    regular = [p for p in list_checkpoints(run_dir) if not read_meta(p).get("milestone", False)]
+    regular = []
+    for path in list_checkpoints(run_dir):
+        try:
+            milestone = read_meta(path).get("milestone", False)
+        except DamagedCheckpointError as error:
+            log.warning("not pruning damaged checkpoint %s: %s", path.name, error)
+            continue
+        if not milestone:
+            regular.append(path)
     removed = regular[: max(0, len(regular) - keep_last)]
     for path in removed:
         # Renamed first, so an interruption mid-delete leaves a `.tmp` directory, never a partial checkpoint.

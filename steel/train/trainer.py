@@ -187,6 +187,11 @@ def select_resume_checkpoint(config: TrainConfig) -> Path | None:
     return path
 
 
+# Damaged checkpoints already reported by this process: a stage selects the resume checkpoint
+# before building the model and again in `Trainer.fit`, and each is reported once.
+_reported_damaged: set[Path] = set()
+
+
 def newest_intact_checkpoint(run_dir: Path) -> Path:
     """Return the newest checkpoint of `run_dir` whose files are intact, warning about each damaged one skipped."""
     damaged = []
@@ -194,11 +199,13 @@ def newest_intact_checkpoint(run_dir: Path) -> Path:
         try:
             ckpt.verify_checkpoint(candidate)
         except ckpt.DamagedCheckpointError as error:
-            log.warning("skipping damaged checkpoint %s: %s", candidate.name, error)
             damaged.append(str(error))
+            if candidate.resolve() not in _reported_damaged:
+                _reported_damaged.add(candidate.resolve())
+                log.warning("skipping damaged checkpoint %s: %s", candidate.name, error)
             continue
         if damaged:
-            log.warning("resuming from %s, the newest intact checkpoint", candidate)
+            log.info("resuming from %s, the newest intact checkpoint", candidate)
         return candidate
     raise ValueError(f"every checkpoint in {run_dir / ckpt.CHECKPOINT_DIR} is damaged:\n  - " + "\n  - ".join(damaged))
 

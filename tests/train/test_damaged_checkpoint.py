@@ -98,3 +98,15 @@ def test_resume_from_fallback_trains_on(run_copy, qwen2_config, toy_tokens, sing
     state = build_trainer(config, single_process, toy_tokens).fit()
     assert state.step == 5
     assert ckpt.latest_checkpoint(run_copy).name == "step-00000005"
+
+
+def test_prune_leaves_damaged_checkpoint(run_copy, caplog):
+    oldest, newest = ckpt.list_checkpoints(run_copy)
+    truncate(oldest / ckpt.META_FILE, 11)
+
+    with caplog.at_level(logging.WARNING, logger="steel.train.checkpoint"):
+        removed = ckpt.prune_checkpoints(run_copy, keep_last=1)
+    assert removed == []
+    assert oldest.is_dir()
+    assert newest.is_dir()
+    assert any(r.getMessage().startswith("not pruning damaged checkpoint step-00000002") for r in caplog.records)
