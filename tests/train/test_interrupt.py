@@ -1,4 +1,4 @@
-"""`steel pretrain` stopped with Ctrl-C (a real SIGINT): one line naming the step and checkpoint, exit 130."""
+"""Ctrl-C in training (a real SIGINT to `steel pretrain`): one line naming the step and checkpoint, exit 130."""
 
 import os
 import signal
@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from steel.train import checkpoint as ckpt
 from steel.train.metrics import read_metrics
@@ -64,3 +66,29 @@ def test_sigint_reports_step_and_checkpoint(tmp_path, shards):
     assert stopped_at - 2 * CHECKPOINT_INTERVAL < saved_step <= stopped_at
     assert saved_step % CHECKPOINT_INTERVAL == 0
     assert (latest / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_post_training_interrupt_exits_130(stage, monkeypatch, capsys):
+    import importlib
+
+    from steel.train.trainer import TrainingInterrupted
+
+    module = importlib.import_module(f"steel.train.{stage}")
+    message = "interrupted at step 7; latest checkpoint step-00000005 (RUN); rerun with --resume to continue"
+
+    def interrupted(config):
+        raise TrainingInterrupted(message)
+
+    monkeypatch.setattr(module, f"run_{stage}", interrupted)
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / f"{stage}-tiny.yaml"
+    from steel.cli import main
+
+    assert main([stage, str(recipe)]) == 130
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_interrupt_before_training_reported():
+    from steel.train.trainer import interrupt_message
+
+    assert interrupt_message(KeyboardInterrupt()) == "interrupted before training started; nothing was trained"
