@@ -51,10 +51,10 @@ def peak_flops(device_name: str) -> float | None:
 def measure_cpu_matmul_flops(size: int = 512, budget_seconds: float = 0.2, min_repeats: int = 5) -> float:
     """Estimate this CPU's float32 matmul peak in FLOP/s: one thread's best timing x the thread count.
 
-    One thread is timed because a multi-threaded matmul waits for its slowest thread. On a 2-core
-    VM shared with other jobs, two threads' best timing ranged from 11 to 208 GFLOP/s between calls,
-    while one thread's best of many short matmuls stayed within 3%. The best of as many matmuls as
-    fit in `budget_seconds` (at least `min_repeats`) is taken. Scaling to all threads is an estimate.
+    One thread is timed because a multi-threaded matmul waits for its slowest thread. On a loaded
+    2-core VM, two threads' best timing ranged from 11 to 238 GFLOP/s between calls, and this
+    estimate from 228 to 243 (`bench/bench_cpu_peak.py`). The best of as many matmuls as fit in
+    `budget_seconds` (at least `min_repeats`) is taken. Scaling to all threads is an estimate.
     """
     a = torch.randn(size, size, generator=torch.Generator().manual_seed(0))
     b = torch.randn(size, size, generator=torch.Generator().manual_seed(1))
