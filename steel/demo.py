@@ -40,6 +40,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -823,15 +824,21 @@ def _raise_keyboard_interrupt(signal_number, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _stop_on_termination_signals() -> None:
+def _stop_on_termination_signals() -> dict:
     """Handle SIGTERM and SIGHUP like Ctrl-C, so that the stage's child process is stopped too.
 
     The child runs in its own process group, so without this a `kill` of the demo or a closed
     terminal would leave it running. A signal that is ignored (SIGHUP under `nohup`) stays ignored.
+    Return the replaced handlers. Python sets handlers only in the main thread, so elsewhere this
+    changes nothing.
     """
+    replaced = {}
+    if threading.current_thread() is not threading.main_thread():
+        return replaced
     for signal_number in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signal_number) == signal.SIG_DFL:
-            signal.signal(signal_number, _raise_keyboard_interrupt)
+            replaced[signal_number] = signal.signal(signal_number, _raise_keyboard_interrupt)
+    return replaced
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -849,7 +856,7 @@ def demo(args: argparse.Namespace) -> int:
         sft_epochs=args.sft_epochs if args.sft_epochs is not None else profile.sft_epochs,
         fresh=args.fresh,
     )
-    _stop_on_termination_signals()
+    replaced_handlers = _stop_on_termination_signals()
     try:
         report = Demo(settings).run()
     except StageInterrupted as interrupted:
@@ -861,10 +868,13 @@ def demo(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print(
-            f"\nsteel demo: interrupted while no stage was running. Finished stages are cached in {settings.output}; "
-            "run the same command again to continue.",
+            "\nsteel demo: interrupted while no stage was running. Finished stages are cached in "
+            f"{settings.output}; run the same command again to continue.",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    finally:
+        for signal_number, handler in replaced_handlers.items():
+            signal.signal(signal_number, handler)
     print(f"\nreport: {report}")
     return 0
