@@ -127,21 +127,39 @@ class SkipLog:
                 log.warning("skipped %s", message)
 
 
+# Files that Steel's data commands write beside their data: a summary or manifest, never records.
+METADATA_FILES = {"summary.json", "manifest.json", "stats.json"}
+
+
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Expand directories to their data files (sorted); every named file must exist."""
+    """Expand directories to their data files (sorted); every named file must exist.
+
+    A `steel data convert` output directory gives its shards without `summary.json`, and a
+    `steel data clean` output directory gives only `shards/` (not the removed documents under
+    `examples/`).
+    """
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_data_file(p))
-            if not found:
-                raise SystemExit(f"{path}: no .jsonl, .json or .parquet files (optionally .gz/.zst) in this directory")
-            files.extend(found)
+            files.extend(_data_files_in(path))
         elif path.is_file():
             files.append(path)
         else:
             raise SystemExit(f"{path}: input file not found")
     return files
+
+
+def _data_files_in(directory: Path) -> list[Path]:
+    if (directory / "stats.json").is_file() and (directory / "shards").is_dir():
+        log.info("%s is a steel data clean output: reading its shards/", directory)
+        directory = directory / "shards"
+    found = sorted(
+        p for p in directory.rglob("*") if p.is_file() and _is_data_file(p) and p.name not in METADATA_FILES
+    )
+    if not found:
+        raise SystemExit(f"{directory}: no .jsonl, .json or .parquet files (optionally .gz/.zst) in this directory")
+    return found
 
 
 def _is_data_file(path: Path) -> bool:

@@ -296,3 +296,26 @@ def test_unknown_tokenizer_is_one_line_error(tmp_path):
     assert result.returncode != 0
     assert "unknown tokenizer 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_expand_inputs_skips_metadata_files(tmp_path):
+    from steel.data.tokenize import expand_inputs
+
+    converted = tmp_path / "converted"
+    converted.mkdir()
+    shard = _write_jsonl(converted / "news-00000-0000.jsonl", [{"text": ZH_DOCS[0]}])
+    (converted / "summary.json").write_text('{"records_written": 1}')
+    assert expand_inputs([converted]) == [shard]
+
+
+def test_expand_inputs_reads_clean_output_shards(tmp_path):
+    from steel.data.tokenize import expand_inputs
+
+    cleaned = tmp_path / "cleaned"
+    (cleaned / "shards").mkdir(parents=True)
+    (cleaned / "examples").mkdir()
+    shard = _write_jsonl(cleaned / "shards" / "00000.jsonl.gz", [{"text": ZH_DOCS[0]}])
+    _write_jsonl(cleaned / "examples" / "text_length_filter.jsonl", [{"text": "短"}])
+    (cleaned / "stats.json").write_text("{}")
+    (cleaned / "manifest.json").write_text("{}")
+    assert expand_inputs([cleaned]) == [shard]
