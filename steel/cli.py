@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog="steel " + " ".join(command_words), description=help_text)
     getattr(module, f"{function_name}_parser")(parser)
-    args = parser.parse_args(rest)
+    # Intermixed: `steel pretrain RECIPE --resume key=value` reads like `... key=value --resume`.
+    args = parser.parse_intermixed_args(rest)
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"

@@ -31,3 +31,11 @@ def test_every_command_has_parser_and_entry():
         )
         assert result.returncode == 0, f"steel {' '.join(words)} --help failed:\n{result.stderr}"
         assert "usage: steel " + " ".join(words) in result.stdout
+
+
+def test_options_may_precede_positional_overrides(capsys):
+    # `steel pretrain RECIPE --print-config key=value`: an option between the recipe and the overrides.
+    from steel.resources import recipe_path
+
+    assert main(["pretrain", str(recipe_path("pretrain-tiny.yaml")), "--print-config", "optimizer.lr=0.00123"]) == 0
+    assert "lr: 0.00123" in capsys.readouterr().out
