@@ -7,6 +7,14 @@ from pathlib import Path
 from steel.train.metrics import read_metrics
 
 
+def run_label(run_dir: Path) -> str:
+    """Return a chart label for a run: its directory name, with the parent's when the name is `run`."""
+    run_dir = run_dir.resolve()
+    if run_dir.name.lower() in ("run", "runs", "output", "out") and run_dir.parent.name:
+        return f"{run_dir.parent.name}/{run_dir.name}"
+    return run_dir.name
+
+
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write `loss.png` (train and validation loss against tokens) and `lr.png` (LR against steps).
 
@@ -35,8 +43,8 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     if val:
         axes.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", label="validation", markersize=3)
     axes.set_xlabel("tokens")
-    axes.set_ylabel("loss")
-    axes.set_title(f"loss: {run_dir.name}")
+    axes.set_ylabel("loss (nats per target token)")
+    axes.set_title(f"loss: {run_label(run_dir)}")
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
@@ -48,7 +56,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     axes.plot([r["step"] for r in train], [r["lr"] for r in train], linewidth=1)
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("learning rate")
-    axes.set_title(f"learning rate: {run_dir.name}")
+    axes.set_title(f"learning rate: {run_label(run_dir)}")
     axes.grid(alpha=0.3)
     figure.tight_layout()
     lr_path = out_dir / "lr.png"

@@ -1,7 +1,7 @@
 import pytest
 
 from steel.train.metrics import MetricsLogger, flops_per_token, peak_flops, read_metrics
-from steel.train.plot import plot_run
+from steel.train.plot import plot_run, run_label
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,11 @@ def test_resumed_steps_drawn_once(tmp_path):
     paths = plot_run(tmp_path)
     assert [p.name for p in paths] == ["loss.png", "lr.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_run_label_names_generic_run_by_parent(tmp_path):
+    assert run_label(tmp_path / "demo" / "sft" / "run") == "sft/run"
+    assert run_label(tmp_path / "pretrain-tiny") == "pretrain-tiny"
 
 
 def test_plot_needs_metrics(tmp_path):
