@@ -145,8 +145,13 @@ def chat(args: argparse.Namespace) -> int:
     serving = _load(args)
     engine = _engine(serving)
     # Logging goes to stderr; keep the chat itself free of it after start-up.
-    logging.getLogger("steel").setLevel(logging.WARNING)
-    return run_chat(engine, params, system=args.system)
+    steel_logger = logging.getLogger("steel")
+    level = steel_logger.level
+    steel_logger.setLevel(logging.WARNING)
+    try:
+        return run_chat(engine, params, system=args.system)
+    finally:
+        steel_logger.setLevel(level)
 
 
 def serve_parser(parser: argparse.ArgumentParser) -> None:

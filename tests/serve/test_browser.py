@@ -16,7 +16,7 @@ import pytest
 from steel.serve.engine import Engine, GenerationWorker
 from steel.serve.server import create_app
 
-from conftest import RunningServer, free_port
+from serve_testing import RunningServer, free_port
 
 pytestmark = pytest.mark.browser
 

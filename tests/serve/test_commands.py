@@ -13,7 +13,7 @@ import pytest
 
 from steel.cli import main
 
-from conftest import free_port
+from serve_testing import free_port
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
 

@@ -17,7 +17,7 @@ from steel.serve.engine import (
 from steel.serve.sampling import SamplingParams
 from steel.tokenizer.chat import encode_chat
 
-from conftest import CONVERSATIONS
+from serve_testing import CONVERSATIONS
 
 LONG = SamplingParams(temperature=0.0, max_new_tokens=40, ignore_eos=True)
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=20)

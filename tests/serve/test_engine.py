@@ -18,7 +18,7 @@ from steel.serve.sampling import SamplingParams
 from steel.tokenizer import ENDOFTEXT, IM_END, IM_START
 from steel.tokenizer.chat import encode_chat
 
-from conftest import CONVERSATIONS
+from serve_testing import CONVERSATIONS
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=40)
 

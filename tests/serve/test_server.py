@@ -12,7 +12,7 @@ from steel.serve.decoding import REPLACEMENT_CHARACTER
 from steel.serve.engine import FINISH_CANCELLED, Engine, GenerationWorker
 from steel.serve.server import ServerLimits, create_app
 
-from conftest import CONVERSATIONS, RunningServer
+from serve_testing import CONVERSATIONS, RunningServer
 
 MAX_TOKENS_LIMIT = 4000
 
