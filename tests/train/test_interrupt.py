@@ -36,7 +36,10 @@ def test_sigint_reports_step_and_checkpoint(tmp_path, shards):
         "logging.progress_bar=false", "system.num_threads=1",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A background job of a non-interactive shell ignores SIGINT, and so would the child; Python
+    # installs its KeyboardInterrupt handler only when SIGINT is not ignored at start-up.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while last_train_step(run_dir) < INTERRUPT_AFTER_STEP:
