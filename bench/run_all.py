@@ -2,7 +2,8 @@
 
 Each script measures Steel against a baseline in the same run and prints its ratios; the numbers
 recorded in bench/RESULTS.md come from these scripts. A failing script is reported and the others
-still run. Scripts that need a separate environment (the Data-Juicer comparison) say so and skip.
+still run. Scripts that need a separate environment (the Data-Juicer comparison) say so and skip,
+and the GPU scripts (`bench_*_gpu.py`) are skipped on a machine without CUDA.
 """
 
 import subprocess
@@ -14,9 +15,14 @@ BENCH_DIR = Path(__file__).resolve().parent
 
 
 def main() -> int:
+    import torch
+
     scripts = sorted(BENCH_DIR.glob("bench_*.py"))
     failed = []
     for script in scripts:
+        if script.stem.endswith("_gpu") and not torch.cuda.is_available():
+            print(f"\n=== {script.name}: skipped, no CUDA device", flush=True)
+            continue
         print(f"\n=== {script.name}", flush=True)
         start = time.perf_counter()
         completed = subprocess.run([sys.executable, str(script)], cwd=BENCH_DIR.parent)
