@@ -369,6 +369,11 @@ def iter_records(
 
 def _non_blank_prefix(path: str | Path, encoding: str, num_chars: int) -> str:
     """Return the first `num_chars` characters of a text file that are not whitespace or a BOM."""
+    return _read_non_blank_prefix(path, encoding, num_chars)[0]
+
+
+def _read_non_blank_prefix(path: str | Path, encoding: str, num_chars: int) -> tuple[str, bool]:
+    """Return the prefix as `_non_blank_prefix` does, and whether a compressed file ended at damage."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     prefix = ""
     with open_binary(path) as f:
@@ -378,8 +383,8 @@ def _non_blank_prefix(path: str | Path, encoding: str, num_chars: int) -> str:
                     continue
                 prefix += char
                 if len(prefix) == num_chars:
-                    return prefix
-    return prefix
+                    return prefix, False
+        return prefix, getattr(f, "damage", None) is not None
 
 
 def is_empty_input(path: str | Path, encoding: str | None = None) -> bool:
@@ -393,7 +398,9 @@ def is_empty_input(path: str | Path, encoding: str | None = None) -> bool:
         return pq.ParquetFile(path).metadata.num_rows == 0
 
     encoding = check_line_encoding(encoding) if encoding else detect_encoding(path)
-    return _non_blank_prefix(path, encoding, 3) in ("", "[]")
+    prefix, damaged = _read_non_blank_prefix(path, encoding, 3)
+    # A damaged compressed file is not empty: its reader reports the damage as a bad record.
+    return prefix in ("", "[]") and not damaged
 
 
 def iter_jsonl(

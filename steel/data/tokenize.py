@@ -183,8 +183,11 @@ def iter_documents(config: TokenizeConfig, files: list[Path], skips: SkipLog) ->
     for file_index, path in enumerate(files):
         default_source = source_name(path)
         num_records = 0
+        num_bad = 0
 
         def on_bad(bad, path=path) -> None:
+            nonlocal num_bad
+            num_bad += 1
             skips.add(bad.reason, f"{path}:{bad.line_no}", bad.detail)
 
         try:
@@ -199,7 +202,7 @@ def iter_documents(config: TokenizeConfig, files: list[Path], skips: SkipLog) ->
             # the point of the error on. The records read before the error are kept.
             skips.add("unreadable file", str(path), f"after {num_records} records: {error}")
             continue
-        if num_records == 0:
+        if num_records == 0 and num_bad == 0:
             skips.add("empty file", str(path), "no records")
 
 

@@ -355,3 +355,15 @@ def test_is_empty_input_cases(tmp_path):
     pq.write_table(pa.table({"text": ["x"]}), tmp_path / "one-row.parquet")
     assert is_empty_input(tmp_path / "no-rows.parquet") is True
     assert is_empty_input(tmp_path / "one-row.parquet") is False
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
+def test_truncated_compressed_input_is_not_empty(tmp_path, suffix):
+    # Cut inside the first block: nothing decompresses, but the file is damaged, not empty.
+    data = COMPRESSORS[suffix](_jsonl_bytes(MANY))
+    path = tmp_path / f"cut.jsonl{suffix}"
+    path.write_bytes(data[:200])
+    assert not is_empty_input(path)
+    empty = tmp_path / f"empty.jsonl{suffix}"
+    empty.write_bytes(COMPRESSORS[suffix](b"\n"))
+    assert is_empty_input(empty)

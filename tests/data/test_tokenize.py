@@ -319,3 +319,16 @@ def test_expand_inputs_reads_clean_output_shards(tmp_path):
     (cleaned / "stats.json").write_text("{}")
     (cleaned / "manifest.json").write_text("{}")
     assert expand_inputs([cleaned]) == [shard]
+
+
+def test_damaged_file_is_not_also_empty(tmp_path):
+    from steel.data.tokenize import SkipLog, iter_documents
+
+    data = zstandard.ZstdCompressor().compress(b"".join(
+        json.dumps({"text": t}, ensure_ascii=False).encode() + b"\n" for t in ZH_DOCS))
+    cut = tmp_path / "cut.jsonl.zst"
+    cut.write_bytes(data[:100])
+    skips = SkipLog()
+    assert list(iter_documents(TokenizeConfig(inputs=[cut], output=tmp_path / "out"), [cut], skips)) == []
+    assert skips.counts["damaged compressed file"] == 1
+    assert "empty file" not in skips.counts
