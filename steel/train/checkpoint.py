@@ -291,6 +291,7 @@ def load_checkpoint(
     if meta["format"] == "full":
         options = StateDictOptions(full_state_dict=True)
         model_state = _load_weights_file(checkpoint_dir)
+        _check_shapes(checkpoint_dir, model, model_state)
         set_model_state_dict(model, model_state, options=options)
         if optimizer is not None:
             optimizer_state = _load_optimizer_file(checkpoint_dir)
@@ -315,6 +316,22 @@ def load_checkpoint(
     if rng_file.is_file():
         _load_rng(rng_file)
     return meta
+
+
+def _check_shapes(checkpoint_dir: Path, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Raise ValueError when the checkpoint's weights do not fit the model built from the config."""
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    mismatched = [
+        f"{name} {tuple(tensor.shape)} in the checkpoint, {expected[name]} in the model"
+        for name, tensor in state.items()
+        if name in expected and tuple(tensor.shape) != expected[name]
+    ]
+    if mismatched:
+        raise ValueError(
+            f"{checkpoint_dir}: the checkpoint's weights do not fit the model this config builds "
+            f"({len(mismatched)} tensors differ, e.g. {mismatched[0]}); resume with the model settings "
+            "the run was started with (drop overrides that change the architecture) or use a new run_dir"
+        )
 
 
 def load_weights(checkpoint_dir: str | Path, model: torch.nn.Module) -> None:

@@ -533,12 +533,14 @@ class Trainer:
         configure_determinism(self.config)
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(to_yaml(self.config), encoding="utf-8")
         progress = None
         try:
             resume_from = self.resume_checkpoint()
             if resume_from is not None:
                 self.load(resume_from)
+            # Written after a resume loads, so a config that does not fit the run leaves the old one.
+            if self.env.is_main:
+                (self.run_dir / "config.yaml").write_text(to_yaml(self.config), encoding="utf-8")
             self.log_start()
             self.metrics.write("start", step=self.state.step, world_size=self.env.world_size, stage=self.stage)
 

@@ -110,3 +110,28 @@ def test_manifest_with_checkpoint_kept(tmp_path, shards, single_process):
     changed = load_config(RECIPE, [f"run_dir={run_dir}", f"data.shards=[{shards / 'shards'}]"])
     with pytest.raises(ValueError, match="does not contain"):
         prepare_run_manifest(changed, single_process)
+
+
+def test_resume_with_other_architecture_names_mismatch(tmp_path, shards):
+    import torch
+
+    from steel.cli import main
+
+    run_dir = tmp_path / "run"
+    common = [
+        "pretrain", str(RECIPE), f"run_dir={run_dir}", f"data.shards=[{shards / 'shards'}]",
+        "model.overrides.intermediate_size=64", "data.block_size=32", "batch.global_batch_size=4",
+        "batch.micro_batch_size=2", "schedule.max_steps=2", "schedule.warmup_steps=1", "checkpoint.interval=2",
+        "logging.eval_interval=0", "logging.sample_interval=0", "logging.progress_bar=false", "system.num_threads=1",
+    ]
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        assert main([*common, "model.overrides.hidden_size=32"]) == 0
+        config_before = (run_dir / "config.yaml").read_text(encoding="utf-8")
+        text = run_steel(*common, "model.overrides.hidden_size=48", "schedule.max_steps=4", "--resume")
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    assert "the checkpoint's weights do not fit the model this config builds" in text
+    assert "in the checkpoint" in text and "use a new run_dir" in text
+    assert (run_dir / "config.yaml").read_text(encoding="utf-8") == config_before
