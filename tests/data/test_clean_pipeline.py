@@ -185,6 +185,19 @@ def test_clean_missing_input(tmp_path):
         main(["data", "clean", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "out")])
 
 
+def test_clean_reads_convert_output_directory(corpus, tmp_path):
+    # A `steel data convert` output directory: its shards are read, its summary.json is not.
+    converted = tmp_path / "converted"
+    converted.mkdir()
+    (converted / corpus[0].name).write_bytes(corpus[0].read_bytes())
+    (converted / "summary.json").write_text('{"records_written": 0}', encoding="utf-8")
+    output = tmp_path / "out"
+    assert main(["data", "clean", "--recipe", "zh-web", str(converted), "--output", str(output)]) == 0
+    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    assert "summary.json" not in json.dumps(manifest)
+    assert corpus[0].name in json.dumps(manifest)
+
+
 def test_datatrove_minhash_backend_matches_steel(corpus, zh_web_output, tmp_path):
     import yaml
 

@@ -17,7 +17,10 @@ DEFAULT_RECIPE = "zh-web"
 
 
 def clean_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="JSONL/JSON/Parquet files (.gz/.zst too); one task each")
+    parser.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT",
+        help="JSONL/JSON/Parquet files (.gz/.zst too), one task each, or directories of them (e.g. a steel data convert output)",
+    )
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"recipe YAML file or shipped name (default: {DEFAULT_RECIPE})")
     parser.add_argument("--output", type=Path, required=True, help="output directory: shards/, stats.json, examples/, manifest.json")
     parser.add_argument("--executor", choices=("local", "ray"), default="local", help="datatrove executor (default: local)")
@@ -38,10 +41,10 @@ def clean(args: argparse.Namespace) -> int:
     from steel.data.clean.recipe import load_recipe
     from steel.data.clean.stats import format_table
 
-    missing = [str(p) for p in args.inputs if not p.is_file()]
-    if missing:
-        raise SystemExit(f"input file(s) not found: {', '.join(missing)}")
-    inputs, skipped = split_readable(args.inputs)
+    from steel.data.tokenize import expand_inputs
+
+    # A directory gives its data files: the shards of a `steel data convert` or `clean` output.
+    inputs, skipped = split_readable(expand_inputs(args.inputs))
     recipe = load_recipe(args.recipe)
     if recipe.ignored_keys:
         print(f"recipe {recipe.name}: ignored keys: {', '.join(recipe.ignored_keys)}", file=sys.stderr)
@@ -121,10 +124,9 @@ def stats(args: argparse.Namespace) -> int:
     from steel.data.clean.stats import format_table, load_stats, measure_recipe
 
     if args.recipe:
-        missing = [str(p) for p in args.paths if not p.is_file()]
-        if missing:
-            raise SystemExit(f"input file(s) not found: {', '.join(missing)}")
-        inputs, skipped = split_readable(args.paths)
+        from steel.data.tokenize import expand_inputs
+
+        inputs, skipped = split_readable(expand_inputs(args.paths))
         results = [measure_recipe(load_recipe(r), inputs, max_docs=args.max_docs) for r in args.recipe]
         for result in results:
             result["skipped_files"] = [skipped_file.to_dict() for skipped_file in skipped]
