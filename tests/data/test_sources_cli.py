@@ -175,11 +175,21 @@ def test_all_inputs_undetectable_exit_status(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 1
-    assert "no input could be read; give the encoding with --encoding NAME" in result.stdout
+    assert "no input could be read; each skipped file above says what to do" in result.stderr
     assert "Traceback" not in result.stderr
     summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
     assert summary["records"] == 0
     assert [entry["path"] for entry in summary["skipped_files"]] == [str(bad)]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin9x"])
+def test_unusable_encoding_option_writes_nothing(tmp_path, encoding):
+    source = tmp_path / "a.jsonl"
+    source.write_text('{"text": "一"}\n', encoding="utf-8")
+    output = tmp_path / "out"
+    with pytest.raises(SystemExit, match="--encoding"):
+        main(["data", "convert", "--source", "jsonl", "--encoding", encoding, str(source), "--output", str(output)])
+    assert not output.exists()
 
 
 def test_convert_records_input_encodings(tmp_path, caplog, capsys):

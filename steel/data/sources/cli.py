@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -69,6 +70,14 @@ def convert(args: argparse.Namespace) -> int:
     if args.shard_records < 1:
         raise SystemExit(f"steel data convert: --shard-records must be at least 1, got {args.shard_records}")
 
+    if args.encoding:
+        from steel.data.io import check_line_encoding
+
+        try:
+            check_line_encoding(args.encoding)
+        except ValueError as error:
+            raise SystemExit(f"steel data convert: --encoding: {error}") from None
+
     config = ConvertConfig(
         source=args.source,
         output_dir=args.output,
@@ -99,9 +108,12 @@ def convert(args: argparse.Namespace) -> int:
     # Exit status 1 means nothing usable was written: every input skipped, or no record converted.
     if summary["records"] == 0 and summary["heldout_records"] == 0:
         if summary["skipped_files"] and len(summary["skipped_files"]) == len(summary["inputs"]):
-            print("no input could be read; give the encoding with --encoding NAME", flush=True)
+            print("no input could be read; each skipped file above says what to do", file=sys.stderr)
         else:
-            print("no records were converted; check --source and the input format", flush=True)
+            print(
+                "no records were converted: the inputs were empty or every record was bad or skipped "
+                "(see the counts above); check --source and the input format", file=sys.stderr,
+            )
         return 1
     return 0
 
