@@ -643,6 +643,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         temp_path.unlink(missing_ok=True)
 
 
+def give_usual_file_modes(directory: str | Path) -> None:
+    """Set every file under `directory` to the mode a plain `open` gives (0644 under umask 022).
+
+    safetensors writes its files as 0600, which other users of a shared machine cannot read.
+    """
+    mode = 0o666 & ~_current_umask()
+    for path in Path(directory).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 def _current_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)

@@ -37,6 +37,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from steel.data.io import give_usual_file_modes
 from steel.train.distributed import DistributedEnv, barrier
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ def _save_full(directory: Path, model: torch.nn.Module, optimizer: torch.optim.O
     weights = {name: tensor.detach().clone().contiguous().cpu() for name, tensor in model.state_dict().items()}
     save_file(weights, directory / "model.safetensors")
     torch.save(get_optimizer_state_dict(model, optimizer), directory / "optimizer.pt")
+    give_usual_file_modes(directory)
 
 
 def _save_sharded(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:

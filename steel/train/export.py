@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from steel.data.io import give_usual_file_modes
 from steel.train.load import PROVENANCE_FILE, load_model
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def export_model(spec: str | Path, out_dir: str | Path, dtype: str = "float32", 
     provenance = dict(loaded.provenance, exported_from=loaded.provenance.get("source"), dtype=dtype)
     (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
+    give_usual_file_modes(tmp)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

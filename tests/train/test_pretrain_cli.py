@@ -127,12 +127,22 @@ def test_unknown_key_is_user_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def test_export_loads_with_plain_transformers(tmp_path, run):
     run_dir, _ = run
     out = tmp_path / "hf"
     steel_here("export", run_dir, out)
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= {
         p.name for p in out.iterdir()}
+    # Readable by others like any file a user writes (safetensors alone writes 0600).
+    usual_mode = 0o666 & ~_umask()
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == usual_mode
+    assert (ckpt.latest_checkpoint(run_dir) / "model.safetensors").stat().st_mode & 0o777 == usual_mode
 
     # A fresh interpreter without `steel` imported: remote code and tokenizer come from the directory.
     script = (
