@@ -313,6 +313,13 @@ class Trainer:
 
     def load(self, checkpoint_dir: Path) -> None:
         meta = ckpt.load_checkpoint(checkpoint_dir, self.model, self.optimizer, self.env)
+        saved_max_steps = meta.get("config", {}).get("schedule", {}).get("max_steps")
+        if saved_max_steps is not None and saved_max_steps != self.config.schedule.max_steps:
+            log.warning(
+                "schedule.max_steps changed from %d to %d on resume: the learning-rate schedule after "
+                "step %d differs from the one the run started with", saved_max_steps,
+                self.config.schedule.max_steps, meta["step"],
+            )
         saved_batch = meta.get("config", {}).get("batch", {}).get("global_batch_size")
         if saved_batch is not None and saved_batch != self.config.batch.global_batch_size:
             log.warning(

@@ -135,3 +135,28 @@ def test_resume_with_other_architecture_names_mismatch(tmp_path, shards):
     assert "the checkpoint's weights do not fit the model this config builds" in text
     assert "in the checkpoint" in text and "use a new run_dir" in text
     assert (run_dir / "config.yaml").read_text(encoding="utf-8") == config_before
+
+
+def test_resume_warns_when_max_steps_changes(tmp_path, shards, caplog):
+    import logging
+
+    import torch
+
+    from steel.cli import main
+
+    run_dir = tmp_path / "run"
+    common = [
+        "pretrain", str(RECIPE), f"run_dir={run_dir}", f"data.shards=[{shards / 'shards'}]",
+        "model.overrides.hidden_size=32", "model.overrides.intermediate_size=64", "data.block_size=32",
+        "batch.global_batch_size=4", "batch.micro_batch_size=2", "schedule.warmup_steps=1", "checkpoint.interval=2",
+        "logging.eval_interval=0", "logging.sample_interval=0", "logging.progress_bar=false", "system.num_threads=1",
+    ]
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        assert main([*common, "schedule.max_steps=2"]) == 0
+        with caplog.at_level(logging.WARNING, logger="steel"):
+            assert main([*common, "schedule.max_steps=3", "--resume"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    assert "schedule.max_steps changed from 2 to 3 on resume" in caplog.text
