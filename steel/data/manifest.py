@@ -169,7 +169,10 @@ def resolve_manifest_path(path: str | Path) -> Path:
         for name in (RUN_MANIFEST_FILE, MANIFEST_FILE):
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"{path}: neither {RUN_MANIFEST_FILE} nor {MANIFEST_FILE} found in this directory")
+        raise FileNotFoundError(
+            f"{path}: neither {RUN_MANIFEST_FILE} nor {MANIFEST_FILE} found in this directory; if it holds "
+            "documents rather than token shards, tokenize them first with `steel data tokenize`"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found")
     return path
@@ -197,7 +200,10 @@ def load_data_manifest(path: str | Path, verify: str = "sha256") -> DataManifest
             for s in raw["shards"]
         ]
     else:
-        raise ValueError(f"{path}: not a Steel token manifest (format {kind!r}); expected {SHARD_FORMAT} or {RUN_FORMAT}")
+        raise ValueError(
+            f"{path}: not a Steel token manifest (format {kind!r}); expected {SHARD_FORMAT} or {RUN_FORMAT}. "
+            "Documents (for example a `steel data clean` output) must be tokenized first with `steel data tokenize`"
+        )
 
     if verify != "none":
         for shard in shards:

@@ -104,3 +104,19 @@ def test_append_adds_dataset_and_shards(qwen_shards, tmp_path):
     assert len(load_data_manifest(run_dir).train_shards) == len(load_data_manifest(qwen_shards).train_shards) + len(
         load_data_manifest(more).train_shards
     )
+
+
+def test_untokenized_directories_point_to_tokenize(tmp_path):
+    from steel.data.manifest import load_data_manifest
+
+    converted = tmp_path / "converted"
+    converted.mkdir()
+    (converted / "summary.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="steel data tokenize"):
+        load_data_manifest(converted)
+
+    cleaned = tmp_path / "cleaned"
+    cleaned.mkdir()
+    (cleaned / "manifest.json").write_text('{"format": "steel-clean/1"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="tokenized first with `steel data tokenize`"):
+        load_data_manifest(cleaned)
