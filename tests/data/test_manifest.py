@@ -107,8 +107,6 @@ def test_append_adds_dataset_and_shards(qwen_shards, tmp_path):
 
 
 def test_untokenized_directories_point_to_tokenize(tmp_path):
-    from steel.data.manifest import load_data_manifest
-
     converted = tmp_path / "converted"
     converted.mkdir()
     (converted / "summary.json").write_text("{}", encoding="utf-8")
