@@ -178,11 +178,17 @@ def select_resume_checkpoint(config: TrainConfig) -> Path | None:
         return None
     if mode in ("auto", "latest"):
         if latest is None:
-            raise ValueError(f"--resume: no complete checkpoint in {run_dir / ckpt.CHECKPOINT_DIR}")
+            raise ValueError(
+                f"--resume: no complete checkpoint in {run_dir / ckpt.CHECKPOINT_DIR}; "
+                "drop --resume to start this run, or set run_dir to the run you want to continue"
+            )
         return newest_intact_checkpoint(run_dir)
     path = Path(mode)
     if not ckpt.is_checkpoint(path):
-        raise ValueError(f"checkpoint.resume={mode!r}: not a complete checkpoint directory")
+        raise ValueError(
+            f"checkpoint.resume={mode!r}: not a complete checkpoint directory; use never, auto, latest "
+            "or the path of a checkpoint directory (RUN/checkpoints/step-NNNNNNNN)"
+        )
     ckpt.verify_checkpoint(path)
     return path
 

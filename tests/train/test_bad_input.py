@@ -160,3 +160,10 @@ def test_resume_warns_when_max_steps_changes(tmp_path, shards, caplog):
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
     assert "schedule.max_steps changed from 2 to 3 on resume" in caplog.text
+
+
+def test_resume_errors_say_what_to_do(tmp_path, shards):
+    run_dir = tmp_path / "new-run"
+    common = ["pretrain", RECIPE, f"run_dir={run_dir}", f"data.shards=[{shards / 'shards'}]"]
+    assert "drop --resume to start this run" in run_steel(*common, "--resume")
+    assert "use never, auto, latest or the path" in run_steel(*common, "checkpoint.resume=latset")
