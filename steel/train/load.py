@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -97,7 +98,9 @@ def build_model_config(model_config: ModelConfig, vocab_size: int | None = None)
 
     for key, value in model_config.overrides.items():
         if not hasattr(config, key):
-            raise ValueError(f"model.overrides.{key}: {type(config).__name__} has no attribute {key!r}")
+            close = difflib.get_close_matches(key, list(config.to_dict()), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"model.overrides.{key}: {type(config).__name__} has no attribute {key!r}{hint}")
         setattr(config, key, checked_override(config, key, value))
     if vocab_size is not None and config.vocab_size < vocab_size:
         raise ValueError(

@@ -167,3 +167,9 @@ def test_resume_errors_say_what_to_do(tmp_path, shards):
     common = ["pretrain", RECIPE, f"run_dir={run_dir}", f"data.shards=[{shards / 'shards'}]"]
     assert "drop --resume to start this run" in run_steel(*common, "--resume")
     assert "use never, auto, latest or the path" in run_steel(*common, "checkpoint.resume=latset")
+
+
+def test_model_override_typo_suggests_field():
+    config = load_config(RECIPE, ["model.overrides.hiden_size=64"])
+    with pytest.raises(ValueError, match=r"has no attribute 'hiden_size' \(did you mean 'hidden_size'\?\)"):
+        build_model_config(config.model, vocab_size=384)
