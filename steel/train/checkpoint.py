@@ -72,14 +72,19 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 class DamagedCheckpointError(ValueError):
     """A checkpoint file that is missing, truncated or unreadable. The message names the file and the fix."""
 
+    def __init__(self, path: Path, reason: str, checkpoint_dir: Path):
+        self.path = path
+        self.reason = reason
+        self.checkpoint_dir = checkpoint_dir
+        super().__init__(
+            f"{path}: damaged checkpoint ({reason}); delete {checkpoint_dir} so that the run's previous "
+            "checkpoint is used, or give an earlier checkpoint directory (when training: checkpoint.resume=PATH)"
+        )
+
 
 def damaged_file(path: Path, reason: str, checkpoint_dir: Path | None = None) -> DamagedCheckpointError:
     """Return the error for damaged file `path` of `checkpoint_dir` (default: the directory containing it)."""
-    checkpoint_dir = checkpoint_dir or path.parent
-    return DamagedCheckpointError(
-        f"{path}: damaged checkpoint ({reason}); delete {checkpoint_dir} so that the run's previous checkpoint "
-        "is used, or resume from an earlier checkpoint with checkpoint.resume=PATH"
-    )
+    return DamagedCheckpointError(path, reason, checkpoint_dir or path.parent)
 
 
 def read_meta(checkpoint_dir: str | Path) -> dict[str, Any]:

@@ -193,8 +193,8 @@ def select_resume_checkpoint(config: TrainConfig) -> Path | None:
     return path
 
 
-# Damaged checkpoints already reported by this process: a stage selects the resume checkpoint
-# before building the model and again in `Trainer.fit`, and each is reported once.
+# Checkpoints already reported by this process (damaged ones, and the intact one resumed instead): a
+# stage selects the resume checkpoint before building the model and again in `Trainer.fit`.
 _reported_damaged: set[Path] = set()
 
 
@@ -205,15 +205,20 @@ def newest_intact_checkpoint(run_dir: Path) -> Path:
         try:
             ckpt.verify_checkpoint(candidate)
         except ckpt.DamagedCheckpointError as error:
-            damaged.append(str(error))
+            damaged.append(f"{error.path}: {error.reason}")
             if candidate.resolve() not in _reported_damaged:
                 _reported_damaged.add(candidate.resolve())
-                log.warning("skipping damaged checkpoint %s: %s", candidate.name, error)
+                log.warning("skipping damaged checkpoint %s: %s: %s", candidate.name, error.path.name, error.reason)
             continue
-        if damaged:
+        if damaged and candidate.resolve() not in _reported_damaged:
+            _reported_damaged.add(candidate.resolve())
             log.info("resuming from %s, the newest intact checkpoint", candidate)
         return candidate
-    raise ValueError(f"every checkpoint in {run_dir / ckpt.CHECKPOINT_DIR} is damaged:\n  - " + "\n  - ".join(damaged))
+    checkpoints_dir = run_dir / ckpt.CHECKPOINT_DIR
+    raise ValueError(
+        f"every checkpoint in {checkpoints_dir} is damaged; delete {checkpoints_dir} to start the run again, "
+        "or set another run_dir:\n  - " + "\n  - ".join(damaged)
+    )
 
 
 class Trainer:

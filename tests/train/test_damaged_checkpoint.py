@@ -81,6 +81,21 @@ def test_resume_all_damaged_raises(run_copy, qwen2_config):
         select_resume_checkpoint(resume_config(run_copy, qwen2_config, "auto"))
     assert "step-00000002/model.safetensors" in str(caught.value)
     assert "step-00000004/model.safetensors" in str(caught.value)
+    assert f"delete {run_copy / ckpt.CHECKPOINT_DIR} to start the run again, or set another run_dir" in str(caught.value)
+    assert "previous checkpoint" not in str(caught.value)
+
+
+def test_fallback_reports_each_checkpoint_once(run_copy, qwen2_config, caplog):
+    # A stage selects the resume checkpoint twice (before building the model and in fit).
+    truncate(ckpt.latest_checkpoint(run_copy) / "model.safetensors", 40)
+    config = resume_config(run_copy, qwen2_config, "latest")
+    with caplog.at_level(logging.INFO, logger="steel.train.trainer"):
+        assert select_resume_checkpoint(config) == select_resume_checkpoint(config)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("skipping damaged checkpoint" in m for m in messages) == 1
+    assert sum("the newest intact checkpoint" in m for m in messages) == 1
+    # The warning names the damage; the delete-or-resume advice is for errors, not for a fallback.
+    assert not any("previous checkpoint is used" in m for m in messages)
 
 
 def test_resume_damaged_path_raises(run_copy, qwen2_config):
