@@ -260,7 +260,8 @@ def serve(args: argparse.Namespace) -> int:
         continuous_batching=not args.static_batching,
     )
     app = create_app(serving, worker, limits)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # Colour codes only on a terminal: a redirected server log stays plain text.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", use_colors=sys.stderr.isatty())
     return 0
 
 

@@ -105,6 +105,8 @@ def test_serve_answers_openai_client(tiny_model_dir):
     # Each request is logged with its id, token counts and latency.
     assert f"{completion.id} prompt_tokens={completion.usage.prompt_tokens} completion_tokens=" in output
     assert "latency=" in output
+    assert "Uvicorn running on" in output
+    assert "\x1b[" not in output  # no colour codes in a redirected log
 
 
 def test_generate_from_run_directory(tiny_model_dir, loaded, tmp_path, capsys):
