@@ -65,7 +65,10 @@ def decode(args: argparse.Namespace) -> int:
 
 
 def train_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path, help="JSONL, JSON array or Parquet files with a text field")
+    parser.add_argument(
+        "inputs", nargs="+", type=Path,
+        help="JSONL, JSON array or Parquet files with a text field, or directories of them (e.g. a convert output)",
+    )
     parser.add_argument("--vocab-size", type=int, required=True, help="tokens in the vocabulary, special tokens included")
     parser.add_argument("--output", "-o", type=Path, required=True, help="directory for the Hugging Face tokenizer files")
     parser.add_argument("--text-field", default="text", help="record field with the text (default: text)")
@@ -76,10 +79,11 @@ def train_parser(parser: argparse.ArgumentParser) -> None:
 def train(args: argparse.Namespace) -> int:
     from steel.tokenizer.train import TrainConfig, train_tokenizer
 
-    for path in args.inputs:
-        if not path.is_file():
-            raise SystemExit(f"{path}: input file not found")
-    config = TrainConfig(args.inputs, args.output, args.vocab_size, args.text_field, args.min_frequency, args.max_docs)
+    from steel.data.tokenize import expand_inputs
+
+    # Directories give their data files, as for `steel data tokenize` (e.g. a convert output).
+    inputs = expand_inputs(args.inputs)
+    config = TrainConfig(inputs, args.output, args.vocab_size, args.text_field, args.min_frequency, args.max_docs)
     try:
         output = train_tokenizer(config)
     except ValueError as error:

@@ -64,3 +64,17 @@ def test_encode_rejects_gbk_input(monkeypatch, capsys):
     # A command-line argument carries the same bytes as surrogates.
     assert main(["tokenizer", "encode", gbk.decode("utf-8", "surrogateescape")]) == 2
     assert "the text argument is not valid UTF-8" in capsys.readouterr().err
+
+
+def test_train_reads_convert_output_directory(tmp_path, capsys):
+    import pytest
+
+    converted = tmp_path / "converted"
+    converted.mkdir()
+    lines = [json.dumps({"text": f"第{i}条：北京今天天气晴朗，人工智能正在快速发展。"}, ensure_ascii=False) for i in range(200)]
+    (converted / "news-00000-0000.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (converted / "summary.json").write_text('{"records": 200}', encoding="utf-8")
+    assert main(["tokenizer", "train", str(converted), "--vocab-size", "300", "--output", str(tmp_path / "tok")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="input file not found"):
+        main(["tokenizer", "train", str(tmp_path / "nope.jsonl"), "--vocab-size", "300", "--output", str(tmp_path / "t2")])
