@@ -1,9 +1,12 @@
 """Bad recipes, overrides and failed starts: one error line that names the input and the fix."""
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 from steel.train.config import load_config
 from steel.train.load import build_model_config
@@ -112,53 +115,49 @@ def test_manifest_with_checkpoint_kept(tmp_path, shards, single_process):
         prepare_run_manifest(changed, single_process)
 
 
-def test_resume_with_other_architecture_names_mismatch(tmp_path, shards):
-    import torch
-
-    from steel.cli import main
-
-    run_dir = tmp_path / "run"
-    common = [
+def tiny_pretrain_args(run_dir: Path, shards: Path) -> list[str]:
+    """`steel pretrain` arguments for a two-layer run of a few seconds; add the model width and max_steps."""
+    return [
         "pretrain", str(RECIPE), f"run_dir={run_dir}", f"data.shards=[{shards / 'shards'}]",
         "model.overrides.intermediate_size=64", "data.block_size=32", "batch.global_batch_size=4",
-        "batch.micro_batch_size=2", "schedule.max_steps=2", "schedule.warmup_steps=1", "checkpoint.interval=2",
+        "batch.micro_batch_size=2", "schedule.warmup_steps=1", "checkpoint.interval=2",
         "logging.eval_interval=0", "logging.sample_interval=0", "logging.progress_bar=false", "system.num_threads=1",
     ]
+
+
+@contextlib.contextmanager
+def torch_settings_restored():
+    """Training sets the thread count and deterministic algorithms; give other tests theirs back."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        assert main([*common, "model.overrides.hidden_size=32"]) == 0
-        config_before = (run_dir / "config.yaml").read_text(encoding="utf-8")
-        text = run_steel(*common, "model.overrides.hidden_size=48", "schedule.max_steps=4", "--resume")
+        yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+
+
+def test_resume_with_other_architecture_names_mismatch(tmp_path, shards):
+    from steel.cli import main
+
+    run_dir = tmp_path / "run"
+    common = tiny_pretrain_args(run_dir, shards)
+    with torch_settings_restored():
+        assert main([*common, "model.overrides.hidden_size=32", "schedule.max_steps=2"]) == 0
+        config_before = (run_dir / "config.yaml").read_text(encoding="utf-8")
+        text = run_steel(*common, "model.overrides.hidden_size=48", "schedule.max_steps=4", "--resume")
     assert "the checkpoint's weights do not fit the model this config builds" in text
     assert "in the checkpoint" in text and "use a new run_dir" in text
     assert (run_dir / "config.yaml").read_text(encoding="utf-8") == config_before
 
 
 def test_resume_warns_when_max_steps_changes(tmp_path, shards, caplog):
-    import logging
-
-    import torch
-
     from steel.cli import main
 
-    run_dir = tmp_path / "run"
-    common = [
-        "pretrain", str(RECIPE), f"run_dir={run_dir}", f"data.shards=[{shards / 'shards'}]",
-        "model.overrides.hidden_size=32", "model.overrides.intermediate_size=64", "data.block_size=32",
-        "batch.global_batch_size=4", "batch.micro_batch_size=2", "schedule.warmup_steps=1", "checkpoint.interval=2",
-        "logging.eval_interval=0", "logging.sample_interval=0", "logging.progress_bar=false", "system.num_threads=1",
-    ]
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    try:
+    common = [*tiny_pretrain_args(tmp_path / "run", shards), "model.overrides.hidden_size=32"]
+    with torch_settings_restored():
         assert main([*common, "schedule.max_steps=2"]) == 0
         with caplog.at_level(logging.WARNING, logger="steel"):
             assert main([*common, "schedule.max_steps=3", "--resume"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
     assert "schedule.max_steps changed from 2 to 3 on resume" in caplog.text
 
 
