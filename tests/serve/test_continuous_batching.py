@@ -169,11 +169,12 @@ def test_leaving_rows_shrink_cache(engine):
     assert bool(batch.attention_mask.all())
 
 
-def test_worker_admits_request_mid_batch(engine):
+def finish_order(engine, continuous_batching: bool) -> list[str]:
+    """Return the order in which a long request and a short one, sent while the long one decodes, finish."""
     finished = []
     done = threading.Event()
     submitted = threading.Event()
-    worker = GenerationWorker(engine, max_pending=8)
+    worker = GenerationWorker(engine, max_pending=8, continuous_batching=continuous_batching)
     short = GenerationRequest([1, 2, 3], SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True),
                               request_id="short")  # fmt: skip
 
@@ -196,37 +197,13 @@ def test_worker_admits_request_mid_batch(engine):
         assert done.wait(timeout=60)
     finally:
         worker.close()
+    assert worker.continuous_batching == continuous_batching
+    return finished
 
-    assert finished == ["short", "long"]
+
+def test_worker_admits_request_mid_batch(engine):
+    assert finish_order(engine, continuous_batching=True) == ["short", "long"]
 
 
 def test_static_worker_runs_batch_to_end(engine):
-    finished = []
-    done = threading.Event()
-    submitted = threading.Event()
-    worker = GenerationWorker(engine, max_pending=8, continuous_batching=False)
-    short = GenerationRequest([1, 2, 3], SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True),
-                              request_id="short")  # fmt: skip
-
-    def on_update(update):
-        # Submitted from the generating thread after the long request's first text, so the short
-        # one arrives while the long one decodes.
-        if update.request_id == "long" and not submitted.is_set():
-            submitted.set()
-            worker.submit(short)
-        if update.finish_reason is not None:
-            finished.append(update.request_id)
-            if len(finished) == 2:
-                done.set()
-
-    short.on_update = on_update
-    long = GenerationRequest(engine.tokenizer.encode("钢铁"), LONG, request_id="long", on_update=on_update)
-    worker.submit(long)
-    worker.start()
-    try:
-        assert done.wait(timeout=60)
-    finally:
-        worker.close()
-
-    assert not worker.continuous_batching
-    assert finished == ["long", "short"]
+    assert finish_order(engine, continuous_batching=False) == ["long", "short"]
