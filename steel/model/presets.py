@@ -225,23 +225,13 @@ def _config_from_yaml(path, overrides: dict) -> SteelConfig:
 
 def _config_from_path(path) -> SteelConfig:
     """Read the config of a model, run or checkpoint directory, or a JSON config file."""
-    import json
+    from steel.train.load import read_config_json, resolve_spec
 
     if path.is_dir():
-        from steel.train.load import resolve_spec
-
         kind, directory = resolve_spec(path)
         path = directory / ("model_config.json" if kind == "checkpoint" else "config.json")
     logger.info("reading the model config %s", path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"model config not found: {path}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object of config fields, got {type(data).__name__}")
-    return _config_from_json(data, path)
+    return _config_from_json(read_config_json(path), path)
 
 
 def _config_from_json(data: dict, path) -> SteelConfig:

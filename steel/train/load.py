@@ -51,19 +51,27 @@ def _register_steel() -> None:
 # Building a model for training
 
 
-def read_model_config(path: str | Path):
-    """Read a `transformers` config from a `config.json` file or a directory holding one."""
-    from transformers import AutoConfig
-
-    _register_steel()
-    path = Path(path)
-    file = path / "config.json" if path.is_dir() else path
+def read_config_json(file: Path) -> dict[str, Any]:
+    """Read a model config file as a dict; raise ValueError naming the file when it is missing or invalid."""
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"model config not found: {file}") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{file}: invalid JSON at line {error.lineno}: {error.msg}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: expected a JSON object of config fields, got {type(data).__name__}")
+    return data
+
+
+def read_model_config(path: str | Path):
+    """Read a `transformers` config from a `config.json` file or a directory containing one."""
+    from transformers import AutoConfig
+
+    _register_steel()
+    path = Path(path)
+    file = path / "config.json" if path.is_dir() else path
+    data = read_config_json(file)
     model_type = data.pop("model_type", None)
     if model_type is None:
         raise ValueError(f"{file}: no model_type; expected a transformers causal-LM config.json")
