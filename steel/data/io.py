@@ -134,7 +134,7 @@ class DecompressingReader:
     The standard readers raise on a truncated or corrupt file and drop what their buffered read had
     already decompressed, and Zstandard's stream reader treats a file cut inside a frame as a clean
     end. This reader returns every byte that decompresses, then `read` returns b"" as at the end of
-    the file and `damage` says what went wrong, for the caller to report as a bad record.
+    the file and `damage` describes the damage, for the caller to report as a bad record.
     """
 
     def __init__(self, path: Path, new_decompressor: Callable[[], Any]):

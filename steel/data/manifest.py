@@ -170,7 +170,7 @@ def resolve_manifest_path(path: str | Path) -> Path:
             if (path / name).is_file():
                 return path / name
         raise FileNotFoundError(
-            f"{path}: neither {RUN_MANIFEST_FILE} nor {MANIFEST_FILE} found in this directory; if it holds "
+            f"{path}: neither {RUN_MANIFEST_FILE} nor {MANIFEST_FILE} found in this directory. If it contains "
             "documents rather than token shards, tokenize them first with `steel data tokenize`"
         )
     if not path.is_file():

@@ -128,7 +128,8 @@ def test_truncated_compressed_input_keeps_what_was_read(tmp_path, suffix):
     assert log.total == 2
     damage = log.examples["damaged compressed file"][0]
     assert f"cut.jsonl{suffix}:{len(records) + 2}" in damage
-    assert "truncated" in damage and f"stopped after {len(records) + 1} line(s)" in damage
+    assert "truncated" in damage
+    assert f"stopped after {len(records) + 1} line(s)" in damage
 
 
 def test_corrupt_compressed_input_is_a_bad_record(tmp_path):
@@ -137,8 +138,8 @@ def test_corrupt_compressed_input_is_a_bad_record(tmp_path):
     path = tmp_path / "corrupt.jsonl.gz"
     path.write_bytes(bytes(data))
     records, log = _read(path)
-    # Deflate has no checksum before the end of the member, so lines after the flipped byte may
-    # come out garbled (and are counted as bad or kept as text); the lines before it are intact.
+    # Deflate checks its checksum only at the end of the member, so lines after the flipped byte may
+    # come out garbled and are counted as bad or kept as text. The lines before it are intact.
     assert [r for _, r in records[:1000]] == MANY[:1000]
     assert log.counts["damaged compressed file"] == 1
     assert "corrupt compressed data" in log.examples["damaged compressed file"][0]

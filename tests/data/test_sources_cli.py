@@ -175,7 +175,7 @@ def test_all_inputs_undetectable_exit_status(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 1
-    assert "no input could be read; each skipped file above says what to do" in result.stderr
+    assert "no input could be read: see the reason and fix listed for each skipped file above" in result.stderr
     assert "Traceback" not in result.stderr
     summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
     assert summary["records"] == 0

@@ -146,7 +146,8 @@ def test_resume_with_other_architecture_names_mismatch(tmp_path, shards):
         config_before = (run_dir / "config.yaml").read_text(encoding="utf-8")
         text = run_steel(*common, "model.overrides.hidden_size=48", "schedule.max_steps=4", "--resume")
     assert "the checkpoint's weights do not fit the model this config builds" in text
-    assert "in the checkpoint" in text and "use a new run_dir" in text
+    assert "in the checkpoint" in text
+    assert "use a new run_dir" in text
     assert (run_dir / "config.yaml").read_text(encoding="utf-8") == config_before
 
 

@@ -108,7 +108,7 @@ def convert(args: argparse.Namespace) -> int:
     # Exit status 1 means nothing usable was written: every input skipped, or no record converted.
     if summary["records"] == 0 and summary["heldout_records"] == 0:
         if summary["skipped_files"] and len(summary["skipped_files"]) == len(summary["inputs"]):
-            print("no input could be read; each skipped file above says what to do", file=sys.stderr)
+            print("no input could be read: see the reason and fix listed for each skipped file above", file=sys.stderr)
         else:
             print(
                 "no records were converted: the inputs were empty or every record was bad or skipped "
